@@ -1,0 +1,1 @@
+"""Dataset configs, class lists and hyper-parameter files (package data)."""

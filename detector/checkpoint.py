@@ -1,0 +1,79 @@
+"""Our checkpoint format: self-describing, atomic to write, ``weights_only`` to read.
+
+A checkpoint is a dict of builtins and tensors::
+
+    {"format": "yolo4", "version": 1, "config": ModelConfig.to_dict(), "model": state_dict,
+     "ema": state_dict | None, "optimizer": ..., "epoch": int, "metrics": {...}, ...}
+
+so it loads with ``torch.load(weights_only=True)`` and rebuilds the model without code
+from the run that wrote it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+
+FORMAT, VERSION = "yolo4", 1
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfig, **extra: Any) -> None:
+    """``extra`` (optimizer state, epoch, metrics, ema, darknet training params...) must be
+    builtins and tensors, so that ``weights_only`` loading accepts it."""
+    state = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "model": model.state_dict(), **extra}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint; ``config`` comes back as a ``ModelConfig``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, unsafe globals: all mean "not ours"
+        raise CheckpointError(
+            f"{path}: not a readable yolo4 checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "For Darknet files use --cfg X.cfg --weights X.weights."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a yolo4 checkpoint (no format marker; was it written by another tool?)")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {state['version']} is newer than this code ({VERSION})")
+    try:
+        state["config"] = ModelConfig.from_dict(state["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid model config in checkpoint: {e}") from None
+    return state

@@ -1,0 +1,128 @@
+"""``Predictor``: images in, detections in original-image pixels out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, PreprocessConfig
+from .decode import DecodedModel
+from .loading import load_model, select_device
+from .postprocess import postprocess
+from .preprocess import as_bgr_image, boxes_to_original, check_contract, preprocess_batch
+
+
+@dataclass
+class Detections:
+    """Detections of one image; boxes are xyxy in original-image pixels."""
+
+    boxes: np.ndarray  # (K, 4) float32
+    scores: np.ndarray  # (K,) float32
+    class_ids: np.ndarray  # (K,) int64
+    class_names: list[str]
+    image_size: tuple[int, int]  # (height, width)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
+            "detections": [
+                {
+                    "box": [round(float(v), 2) for v in box],
+                    "score": round(float(score), 5),
+                    "class_id": int(cls),
+                    "label": name,
+                }
+                for box, score, cls, name in zip(self.boxes, self.scores, self.class_ids, self.class_names)
+            ],
+        }
+
+
+class Predictor:
+    """Runs a model on paths, BGR numpy arrays or PIL images.
+
+    ``input_size`` may differ from the training size (multiples of 32); ``preprocess``, if
+    given, must equal the model's contract: a different resize mode or normalisation would
+    silently cost accuracy, so it is refused.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ModelConfig,
+        device: str | torch.device | None = None,
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 300,
+        input_size: tuple[int, int] | None = None,
+        preprocess: PreprocessConfig | None = None,
+    ):
+        self.config = config
+        self.contract = check_contract(config.preprocess, preprocess)
+        self.input_size = tuple(input_size or config.input_size)
+        if any(s % 32 for s in self.input_size):
+            raise ValueError(f"input size {self.input_size} must be multiples of 32")
+        self.device = select_device(device) if not isinstance(device, torch.device) else device
+        self.model = DecodedModel(model, config).to(self.device).eval()
+        self.conf_threshold = conf_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+
+    @classmethod
+    def from_files(cls, weights, cfg=None, names=None, **kwargs) -> "Predictor":
+        loaded = load_model(weights, cfg, names)
+        return cls(loaded.model, loaded.config, **kwargs)
+
+    @torch.inference_mode()
+    def predict_batch(self, images: list) -> list[Detections]:
+        bgr = [as_bgr_image(im) for im in images]
+        batch, transforms = preprocess_batch(bgr, self.input_size, self.contract)
+        predictions = self.model(torch.from_numpy(batch).to(self.device))
+        results = postprocess(predictions.float(), self.conf_threshold, self.iou_threshold, self.max_detections)
+        out = []
+        for (boxes, scores, class_ids), transform in zip(results, transforms):
+            class_ids = class_ids.cpu().numpy()
+            out.append(
+                Detections(
+                    boxes=boxes_to_original(boxes.cpu().numpy(), transform),
+                    scores=scores.cpu().numpy(),
+                    class_ids=class_ids,
+                    class_names=[self.config.class_names[i] for i in class_ids],
+                    image_size=transform.original_size,
+                )
+            )
+        return out
+
+    def __call__(self, images, batch_size: int = 8) -> list[Detections] | Detections:
+        """One image -> ``Detections``; a list -> a list, run in batches of ``batch_size``."""
+        if not isinstance(images, (list, tuple)):
+            return self.predict_batch([images])[0]
+        return [d for chunk in _chunks(images, batch_size) for d in self.predict_batch(chunk)]
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to their images (sorted, non-recursive)."""
+    paths = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return paths

@@ -1,0 +1,1 @@
+"""HTTP service and the torch-free ONNX edge runtime."""

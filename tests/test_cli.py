@@ -1,0 +1,55 @@
+import json
+import subprocess
+import sys
+import warnings
+
+import cv2
+import numpy as np
+
+from darknet_files import write_random_weights
+from detector.darknet_cfg import DarknetCfgWarning
+from detector.loading import load_darknet
+
+
+def yolo4(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "training.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_convert_detect_and_back_to_darknet(tmp_path, darknet_dir, images_dir):
+    cfg = darknet_dir / "yolov4-tiny.cfg"
+    weights = tmp_path / "tiny.weights"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DarknetCfgWarning)
+        write_random_weights(load_darknet(cfg, None).model, weights, seed=3)
+
+    run = yolo4("convert", "--cfg", cfg, "--weights", weights, "--out", tmp_path / "tiny.pt", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "'jitter'" in run.stderr  # ignored cfg keys are reported, not fatal
+
+    run = yolo4("convert", "--weights", tmp_path / "tiny.pt", "--out", tmp_path / "back.weights", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "back.weights").read_bytes() == weights.read_bytes()
+    assert (tmp_path / "back.cfg").read_text() == cfg.read_text()
+
+    broken = tmp_path / "inputs"
+    broken.mkdir()
+    (broken / "broken.jpg").write_bytes(b"not a jpeg")
+    cv2.imwrite(str(broken / "grey.png"), np.full((50, 80, 3), 128, np.uint8))
+    out = tmp_path / "det"
+    run = yolo4("detect", images_dir / "dog.jpg", broken, "--weights", tmp_path / "tiny.pt",
+                "--conf", "0.5", "--out", out, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "broken.jpg: cannot read image, skipped" in run.stderr
+    record = json.loads((out / "dog.json").read_text())
+    assert record["image_size"] == {"height": 576, "width": 768}
+    assert all(0 <= d["box"][0] <= d["box"][2] <= 768 for d in record["detections"])
+    assert cv2.imread(str(out / "dog.jpg")).shape == (576, 768, 3)
+    assert (out / "grey.json").exists() and not (out / "broken.json").exists()
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, images_dir):
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    run = yolo4("detect", images_dir, "--weights", tmp_path / "junk.pt", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "not a readable yolo4 checkpoint" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,1 @@
+"""Training, evaluation and the ``yolo4`` command line."""

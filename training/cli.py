@@ -1,0 +1,166 @@
+"""The ``yolo4`` command. Each subcommand imports what it needs only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="our .pt checkpoint, or a Darknet .weights with --cfg")
+    p.add_argument("--cfg", help="Darknet .cfg for a .weights file")
+    p.add_argument("--names", help="class names, one per line (default: from the model, or COCO for 80 classes)")
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from detector.draw import draw_detections
+    from detector.predictor import Predictor, expand_image_paths
+
+    paths = expand_image_paths(args.images)
+    if not paths:
+        raise SystemExit("no images found in " + " ".join(args.images))
+    size = (args.img, args.img) if args.img else None
+    predictor = Predictor.from_files(
+        args.weights, args.cfg, args.names, device=args.device, conf_threshold=args.conf,
+        iou_threshold=args.iou, max_detections=args.max_det, input_size=size,
+    )  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    total = skipped = 0
+    for start in tqdm(range(0, len(paths), args.batch), desc="detect", unit="batch", disable=len(paths) <= args.batch):
+        chunk = paths[start : start + args.batch]
+        images = [cv2.imread(str(p)) for p in chunk]
+        readable = [i for i, image in enumerate(images) if image is not None]
+        results = dict(zip(readable, predictor([images[i] for i in readable]))) if readable else {}
+        for i, path in enumerate(chunk):
+            stem = _unique_stem(path, used)
+            if i not in results:  # reported and skipped; the other images still run
+                print(f"warning: {path}: cannot read image, skipped", file=sys.stderr)
+                skipped += 1
+                continue
+            dets = results[i]
+            total += len(dets)
+            (out / f"{stem}.json").write_text(json.dumps({"image": str(path), **dets.to_dict()}, indent=2))
+            drawn = draw_detections(images[i], dets.boxes, dets.scores, dets.class_ids, predictor.config.class_names)
+            cv2.imwrite(str(out / f"{stem}.jpg"), drawn)
+    c = predictor.config
+    print(
+        f"{total} detections in {len(paths) - skipped} images -> {out}/ "
+        f"(model {c.name}, input {predictor.input_size[1]}x{predictor.input_size[0]}"
+        + (f", {skipped} unreadable images skipped)" if skipped else ")")
+    )
+    return 1 if skipped == len(paths) else 0
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, n = path.stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{path.stem}_{n}"
+    used.add(stem)
+    return stem
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from detector.checkpoint import save_checkpoint
+    from detector.loading import load_model
+
+    out = Path(args.out)
+    if out.suffix == ".weights":  # ours (or a converted Darknet model) -> Darknet
+        from detector.darknet_weights import WeightsHeader, save_darknet_weights
+
+        loaded = load_model(args.weights, args.cfg, args.names)
+        header = loaded.extra.get("darknet_header") or WeightsHeader(**loaded.extra.get("darknet_header_fields", {}))
+        save_darknet_weights(loaded.model, out, header)
+        cfg_text = loaded.extra.get("darknet_cfg")
+        note = ""
+        if cfg_text and not args.cfg:
+            out.with_suffix(".cfg").write_text(cfg_text)
+            note = f" and {out.with_suffix('.cfg')}"
+        print(f"wrote {out}{note} ({out.stat().st_size:,} bytes)")
+        return 0
+    if not args.cfg:
+        raise SystemExit("converting to a .pt checkpoint needs --cfg X.cfg --weights X.weights")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(args.weights, args.cfg, args.names)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    header = loaded.extra["darknet_header"]
+    save_checkpoint(
+        out, loaded.model, loaded.config,
+        darknet_cfg=Path(args.cfg).read_text(),
+        darknet_header_fields={"major": header.major, "minor": header.minor, "revision": header.revision, "seen": header.seen},
+        darknet_train=_plain(loaded.extra["darknet_train"]),
+    )  # fmt: skip
+    print(f"wrote {out}: {loaded.config.name} ({loaded.config.arch}), {loaded.config.num_classes} classes, input {loaded.config.input_size[1]}x{loaded.config.input_size[0]}")
+    return 0
+
+
+def _plain(obj):
+    import dataclasses
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from detector.loading import load_model
+    from detector.model import count_parameters
+
+    loaded = load_model(args.weights, args.cfg, args.names)
+    c = loaded.config
+    print(f"model       {c.name} ({c.arch}, width {c.width}, depth {c.depth})")
+    print(f"parameters  {count_parameters(loaded.model):,}")
+    print(f"activation  backbone {c.backbone_act}, neck {c.neck_act}")
+    print(f"input       {c.input_size[1]}x{c.input_size[0]}, {c.preprocess.resize}, pad {c.preprocess.pad_value}, {c.preprocess.color}, x{c.preprocess.scale:.6g}")
+    for h in c.heads:
+        print(f"head        stride {h.stride}, scale_x_y {h.scale_x_y}, anchors {[tuple(a) for a in h.anchors]}")
+    print(f"classes     {c.num_classes}: {', '.join(c.class_names[:10])}{' ...' if c.num_classes > 10 else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yolo4", description="YOLOv4 detector: detect, convert, info")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("detect", help="detect objects in images; writes JSON + annotated images")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    _add_model_args(p)
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (objectness x class)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--img", type=int, help="input size (multiple of 32; default: the model's)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--out", default="runs/detect")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("convert", help="Darknet cfg+weights -> our .pt, or .pt -> Darknet .weights")
+    _add_model_args(p)
+    p.add_argument("--out", required=True, help="model.pt (import) or model.weights (export)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("info", help="describe a model file")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # our errors carry the file/layer: no traceback
+        print(f"yolo4 {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
