@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import DropBlock2d
 
 from .backbone import CSPDarknet53, TinyBackbone
 from .blocks import ConvBNAct, scale_channels
@@ -33,6 +34,11 @@ class Yolo4(nn.Module):
         self.heads = nn.ModuleList(
             YoloHead(c, m, A, C, config.neck_act) for c, m in zip(self.neck.out_channels, mids)
         )
+        # DropBlock on the backbone features fed to the neck (YOLOv4's bag of freebies). The
+        # trainer ramps the drop probability up with ``set_dropblock``; it is 0 until then and
+        # torchvision's module is the identity in eval mode. Block size shrinks with the map.
+        block_sizes = (7, 5, 3)[-len(self.backbone.out_channels) :]
+        self.dropblocks = nn.ModuleList(DropBlock2d(0.0, b) for b in block_sizes)
         self._init_biases()
 
     def _init_biases(self) -> None:
@@ -45,8 +51,13 @@ class Yolo4(nn.Module):
             bias[:, 5:] = -4.6
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        features = self.neck(self.backbone(images))
+        features = [drop(f) for drop, f in zip(self.dropblocks, self.backbone(images))]
+        features = self.neck(features)
         return [head(f) for head, f in zip(self.heads, features)]
+
+    def set_dropblock(self, p: float) -> None:
+        for drop in self.dropblocks:
+            drop.p = p
 
     def darknet_convs(self) -> list[nn.Module]:
         """Convolutions (``ConvBNAct`` or the bias-only prediction ``nn.Conv2d``) in the order

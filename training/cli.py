@@ -126,8 +126,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from training.eval_command import run
+
+    if args.cfg and not args.weights:
+        raise SystemExit("--cfg needs the Darknet --weights")
+    return run(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export_cli import run_export
+
+    return run_export(args)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from training.export_cli import run_quantize
+
+    return run_quantize(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolo4", description="YOLOv4 detector: detect, convert, info")
+    parser = argparse.ArgumentParser(prog="yolo4", description="YOLOv4 detector: detect, eval, convert, info")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("detect", help="detect objects in images; writes JSON + annotated images")
@@ -146,6 +166,71 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--out", required=True, help="model.pt (import) or model.weights (export)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("eval", help="COCO metrics of a model (or a results file) on a dataset split")
+    p.add_argument("--data", required=True, help="dataset YAML, or a shipped name (coco-mini, bccd)")
+    p.add_argument("--split", default="val")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="our .pt checkpoint, or a Darknet .weights with --cfg")
+    source.add_argument("--onnx", help="an exported FP32 or INT8 .onnx model (run with the edge runtime)")
+    source.add_argument("--results", help="re-score an existing COCO results JSON (no model)")
+    p.add_argument("--cfg", help="Darknet .cfg for a .weights file")
+    p.add_argument("--names", help="class names, one per line (default: from the model)")
+    p.add_argument("--conf", type=float, default=0.001, help="score threshold (COCO standard: 0.001)")
+    p.add_argument("--iou", type=float, default=0.65, help="class-aware NMS IoU threshold (standard: 0.65)")
+    p.add_argument("--max-det", type=int, default=100, help="detections per image (COCO scores at most 100)")
+    p.add_argument("--img", type=int, help="input size, multiple of 32 (default: the model's; ONNX: dynamic only)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--no-plots", action="store_true", help="skip the per-class precision-recall PNGs")
+    p.add_argument("--out", default="runs/eval", help="folder for results.json, summary.json, pr_curves/")
+    p.set_defaults(func=cmd_eval)
+
+    from training.train_command import add_train_arguments, cmd_anchors, cmd_show_aug, cmd_train
+
+    p = sub.add_parser("train", help="train on a dataset YAML (Mosaic, CutMix, DropBlock, CIoU, EMA)")
+    add_train_arguments(p)
+    p.add_argument("--resume", help="continue a run from its weights/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("show-aug", help="render a grid of augmented training samples with their boxes")
+    add_train_arguments(p)
+    p.add_argument("--n", type=int, default=16, help="number of samples")
+    p.set_defaults(func=cmd_show_aug, out="aug.png")
+
+    p = sub.add_parser("anchors", help="k-means anchors (IoU distance) for a dataset")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, default=9)
+    p.add_argument("--img", type=int, default=416)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_anchors)
+
+    p = sub.add_parser("export", help="model -> one self-contained ONNX file (decode in-graph, metadata inside)")
+    _add_model_args(p)
+    p.add_argument("--img", type=int, help="input size (multiple of 32; default: the model's)")
+    p.add_argument("--dynamic", action="store_true", help="free batch size and image size")
+    p.add_argument("--nms", action="store_true", help="in-graph NMS: outputs detections (B, K, 6) + num_detections")
+    p.add_argument("--conf", type=float, default=0.25, help="--nms: default score threshold (overridable per run)")
+    p.add_argument("--iou", type=float, default=0.45, help="--nms: default NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="--nms: default detections per image")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
+    p.add_argument("--out", required=True, help="model.onnx")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="FP32 ONNX -> static INT8 (or --fp16); reports mAP, latency, size")
+    p.add_argument("--onnx", required=True, help="the FP32 file from yolo4 export")
+    p.add_argument("--data", required=True, help="dataset YAML: calibration images and the val split for mAP")
+    p.add_argument("--calib-images", type=int, default=100)
+    p.add_argument("--calib-split", help="split of the calibration images (default: train, else val)")
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"], help="calibration")
+    p.add_argument("--eval-images", type=int, help="score on the first N val images only (default: all)")
+    p.add_argument("--max-map-drop", type=float, help="exit 1 when INT8 loses more mAP50 points than this")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per model for the latency")
+    p.add_argument("--fp16", action="store_true", help="write a float16 model (for GPUs) instead of INT8")
+    p.add_argument("--out", required=True, help="model-int8.onnx")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("info", help="describe a model file")
     _add_model_args(p)

@@ -1,0 +1,105 @@
+import cv2
+import numpy as np
+import pytest
+
+from detector.config import PreprocessConfig
+from training.augment import AugmentConfig, Augmenter
+from training.mixing import cutmix, mixup
+
+COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255)]  # BGR per class
+
+
+def one_rectangle_images(count=8, seed=0):
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(count):
+        h, w = int(rng.integers(120, 200)), int(rng.integers(120, 260))
+        image = np.full((h, w, 3), 60, np.uint8)
+        bw, bh = int(rng.integers(30, w // 2)), int(rng.integers(30, h // 2))
+        x1, y1 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        label = i % len(COLORS)
+        image[y1 : y1 + bh, x1 : x1 + bw] = COLORS[label]
+        items.append((image, np.array([[x1, y1, x1 + bw, y1 + bh]], np.float32), np.array([label])))
+    return items
+
+
+def colour_mask(image, label):
+    return np.all(np.abs(image.astype(int) - np.array(COLORS[label])) < 60, axis=-1)
+
+
+def assert_boxes_on_rectangles(image, boxes, labels):
+    assert len(boxes) == len(labels)
+    for box, label in zip(boxes, labels):
+        x1, y1, x2, y2 = box
+        assert 0 <= x1 < x2 <= image.shape[1] and 0 <= y1 < y2 <= image.shape[0]
+        inside = colour_mask(image, label)[int(round(y1)) : int(round(y2)), int(round(x1)) : int(round(x2))]
+        assert inside.mean() > 0.8, f"box {box} of class {label} is not on its rectangle"
+        # The coloured pixels near the box fit it tightly (the box follows the rectangle).
+        pad = 8
+        wx1, wy1 = max(0, int(x1) - pad), max(0, int(y1) - pad)
+        window = colour_mask(image, label)[wy1 : int(y2) + pad, wx1 : int(x2) + pad]
+        ys, xs = np.nonzero(window)
+        found = np.array([xs.min() + wx1, ys.min() + wy1, xs.max() + wx1 + 1, ys.max() + wy1 + 1])
+        assert np.abs(found - box).max() <= 3.0, f"box {box} vs rectangle {found}"
+
+
+@pytest.mark.parametrize("mosaic", [0.0, 1.0])
+def test_boxes_stay_on_their_rectangles_through_mosaic_affine_and_flip(mosaic):
+    items = one_rectangle_images()
+    config = AugmentConfig(mosaic=mosaic, hue=0, saturation=0, brightness=0, flip=0.5, scale=(0.6, 1.4), translate=0.15)
+    augmenter = Augmenter(lambda i: items[i], len(items), (160, 160), PreprocessConfig(), config)
+    seen = 0
+    for index in range(len(items)):
+        image, boxes, labels = augmenter(index, np.random.default_rng(index))
+        assert image.shape == (160, 160, 3) and image.dtype == np.uint8
+        assert_boxes_on_rectangles(image, boxes, labels)
+        seen += len(boxes)
+    assert seen >= len(items) * (1.2 if mosaic else 0.5)  # mosaic shows several rectangles per sample
+
+
+def test_letterbox_path_matches_the_inference_contract():
+    items = one_rectangle_images(1)
+    augmenter = Augmenter(lambda i: items[i], 1, (128, 128), PreprocessConfig(pad_value=114), AugmentConfig())
+    image, boxes, _ = augmenter.letterboxed(0)
+    from detector.preprocess import resize_image
+
+    expected, _ = resize_image(items[0][0], (128, 128), PreprocessConfig(pad_value=114))
+    np.testing.assert_array_equal(image, expected)
+    assert_boxes_on_rectangles(image, boxes, items[0][2])
+
+
+def test_cutmix_pastes_boxes_with_the_patch_and_drops_covered_ones():
+    a = np.full((100, 100, 3), 60, np.uint8)
+    a[10:30, 10:30] = COLORS[0]  # will stay visible
+    a[60:80, 60:80] = COLORS[0]  # will be covered by the patch
+    b = np.full((100, 100, 3), 60, np.uint8)
+    b[40:90, 40:70] = COLORS[1]  # half inside the patch
+    boxes_a = np.array([[10, 10, 30, 30], [60, 60, 80, 80]], np.float32)
+    image, boxes, labels = cutmix(a, boxes_a, np.array([0, 0]), b, np.array([[40, 40, 70, 90]], np.float32),
+                                  np.array([1]), rect=(50, 50, 100, 100))  # fmt: skip
+    np.testing.assert_array_equal(boxes, [[10, 10, 30, 30], [50, 50, 70, 90]])
+    assert labels.tolist() == [0, 1]
+    assert_boxes_on_rectangles(image, boxes, labels)
+
+
+def test_mixup_blends_and_keeps_both_sets_of_boxes():
+    a, b = np.full((8, 8, 3), 200, np.uint8), np.full((8, 8, 3), 100, np.uint8)
+    image, boxes, labels = mixup(a, np.ones((1, 4), np.float32), np.array([0]), b, np.zeros((2, 4), np.float32),
+                                 np.array([1, 1]), ratio=0.25)  # fmt: skip
+    assert image[0, 0, 0] == 125 and len(boxes) == 3 and labels.tolist() == [0, 1, 1]
+
+
+def test_training_samples_are_reproducible_per_seed_epoch_and_index(tmp_path):
+    from synthetic import write_voc
+    from training.datasets import load_split
+    from training.loader import TrainDataset
+
+    samples = load_split(write_voc(tmp_path), "train").samples
+    config = AugmentConfig(cutmix=0.5, mixup=0.5)
+    a = TrainDataset(samples, (96, 96), PreprocessConfig(), config, seed=1)
+    b = TrainDataset(samples, (96, 96), PreprocessConfig(), config, seed=1)
+    for index in range(3):
+        np.testing.assert_array_equal(a[index][0], b[index][0])
+        np.testing.assert_array_equal(a[index][1], b[index][1])
+    b.epoch = 1
+    assert not np.array_equal(a[0][0], b[0][0])

@@ -1,0 +1,152 @@
+"""``TrainConfig``: every setting of a training run, typed, with ``key=value`` overrides.
+
+Overrides (``--set`` on the command line, or a ``--hyp`` YAML mapping) are checked against
+the field types: ``epochs=50``, ``augment.cutmix=0.5``, ``loss.iou_loss=diou`` (the model's
+Darknet ``[yolo]`` loss keys), ``augment.scale=0.5,1.5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detector.config import LossConfig
+
+from .augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "data/bccd.yaml"
+    train_split: str = "train"
+    val_split: str = "val"
+    model: str = "yolov4-nano"  # a preset name, or a Darknet .cfg (then --weights is its .weights)
+    weights: str | None = None  # initialise from our checkpoint or Darknet weights
+    activation: str | None = None  # override the preset's activation (mish, leaky, silu, relu)
+    img_size: int = 416
+    epochs: int = 100
+    batch_size: int = 16  # total over all processes
+    workers: int = 2
+    optimizer: str = "sgd"  # or adamw
+    lr: float = 0.01
+    momentum: float = 0.949  # yolov4.cfg
+    weight_decay: float = 5e-4  # not applied to BatchNorm weights and biases
+    warmup_epochs: float = 3.0  # Darknet's burn_in, in epochs (warmup_iters wins when > 0)
+    warmup_iters: int = 0
+    schedule: str = "cosine"  # or step
+    final_lr_ratio: float = 0.05
+    steps: tuple[float, ...] = (0.8, 0.9)  # step schedule: fractions of training
+    step_scale: float = 0.1
+    ema: bool = True
+    ema_decay: float = 0.9999
+    grad_clip: float = 10.0  # max gradient norm; 0 disables
+    amp: bool = True  # mixed precision, used only on CUDA
+    multiscale: bool = False  # each batch at a random size in [0.5, 1.5] x img_size
+    dropblock: float = 0.1  # final DropBlock drop probability, ramped up from 0
+    close_mosaic: float = 0.1  # last fraction of epochs without Mosaic/CutMix/MixUp
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: dict[str, Any] = field(default_factory=dict)  # overrides of the model's LossConfig
+    seed: int = 0
+    device: str | None = None
+    out: str = "runs/train/exp"
+    save_every: int = 0  # also write last.pt every N iterations (mid-epoch resume points)
+    val_every: int = 1
+    sync_bn: bool = False  # CUDA + several processes only
+    strict_data: bool = False  # fail on the first dataset problem instead of skipping
+    max_iters: int = 0  # stop (resumably) after this many iterations; the schedule still spans all epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+        raw = dict(raw)
+        augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("augment", {}).items()})
+        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        return cls(**raw, augment=augment)
+
+
+# Settings a resumed run may change; anything else would make it a different run.
+RESUMABLE_CHANGES = {"epochs", "workers", "device", "val_every", "save_every", "out", "max_iters"}
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any] | list[str]) -> TrainConfig:
+    """Apply ``{"a.b": value}`` or ``["a.b=value"]`` overrides, converting and checking types."""
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} must look like key=value")
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = value.strip()
+        overrides = pairs
+    for key, value in overrides.items():
+        if key.startswith("loss."):
+            name = key[5:]
+            loss_fields = typing.get_type_hints(LossConfig)
+            if name not in loss_fields:
+                raise ValueError(f"unknown loss setting {name!r} (choose from {', '.join(loss_fields)})")
+            value = _convert(key, value, loss_fields[name])
+            config = dataclasses.replace(config, loss={**config.loss, name: value})
+        elif key.startswith("augment."):
+            name = key[8:]
+            augment_fields = typing.get_type_hints(AugmentConfig)
+            if name not in augment_fields:
+                raise ValueError(f"unknown augment setting {name!r} (choose from {', '.join(augment_fields)})")
+            value = _convert(key, value, augment_fields[name])
+            config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **{name: value}))
+        else:
+            own = typing.get_type_hints(TrainConfig)
+            if key not in own or key in ("augment", "loss"):
+                raise ValueError(f"unknown training setting {key!r}")
+            config = dataclasses.replace(config, **{key: _convert(key, value, own[key])})
+    return config
+
+
+def load_hyp(path: str | Path) -> dict[str, Any]:
+    """A hyper-parameter YAML: a flat or nested mapping of TrainConfig keys."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of training settings")
+    flat = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Convert a string (or YAML value) to the field's declared type, or fail naming the key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if origin is tuple:
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return tuple(float(v) for v in items)
+        if hint in (int, float, str):
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return hint(float(value)) if hint is int else hint(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value!r}: expected {getattr(hint, '__name__', hint)}") from None
+    raise ValueError(f"{key} cannot be set from the command line")
