@@ -86,26 +86,25 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any] | list[str]) 
             pairs[key.strip()] = value.strip()
         overrides = pairs
     for key, value in overrides.items():
-        if key.startswith("loss."):
-            name = key[5:]
-            loss_fields = typing.get_type_hints(LossConfig)
-            if name not in loss_fields:
-                raise ValueError(f"unknown loss setting {name!r} (choose from {', '.join(loss_fields)})")
-            value = _convert(key, value, loss_fields[name])
+        group, _, name = key.partition(".")
+        if group == "loss" and name:
+            value = _convert(key, value, _field_type(LossConfig, name, "loss"))
             config = dataclasses.replace(config, loss={**config.loss, name: value})
-        elif key.startswith("augment."):
-            name = key[8:]
-            augment_fields = typing.get_type_hints(AugmentConfig)
-            if name not in augment_fields:
-                raise ValueError(f"unknown augment setting {name!r} (choose from {', '.join(augment_fields)})")
-            value = _convert(key, value, augment_fields[name])
+        elif group == "augment" and name:
+            value = _convert(key, value, _field_type(AugmentConfig, name, "augment"))
             config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **{name: value}))
+        elif key in ("augment", "loss"):
+            raise ValueError(f"set {key} settings one by one, e.g. {key}.<name>=value")
         else:
-            own = typing.get_type_hints(TrainConfig)
-            if key not in own or key in ("augment", "loss"):
-                raise ValueError(f"unknown training setting {key!r}")
-            config = dataclasses.replace(config, **{key: _convert(key, value, own[key])})
+            config = dataclasses.replace(config, **{key: _convert(key, value, _field_type(TrainConfig, key, "training"))})
     return config
+
+
+def _field_type(cls, name: str, what: str):
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ValueError(f"unknown {what} setting {name!r} (choose from {', '.join(hints)})")
+    return hints[name]
 
 
 def load_hyp(path: str | Path) -> dict[str, Any]:

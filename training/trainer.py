@@ -85,7 +85,12 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             print(f"data: skipped {problem}", file=sys.stderr)
         print(f"train: {train_set.summary()}\nval: {val_set.summary()}")
 
-    model, model_config = initial_model(config, train_set, state)
+    model, model_config, recipe = initial_model(config, train_set, state)
+    if recipe and state is None:
+        config = apply_darknet_recipe(config, recipe)
+        if proc.main:
+            print(f"Darknet [net] recipe: lr {config.lr}, momentum {config.momentum}, decay {config.weight_decay}, "
+                  f"burn_in {config.warmup_iters} iterations (override with --set)")  # fmt: skip
     model.to(proc.device)
     if config.sync_bn and proc.world > 1 and proc.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -239,17 +244,26 @@ def setup_process(device: str | None) -> Process:
     return Process(dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
 
 
-def initial_model(config: TrainConfig, train_set: DetectionSet, state) -> tuple[Yolo4, ModelConfig]:
-    """The model to train: resumed, initialised from weights, or a fresh preset."""
+def initial_model(config: TrainConfig, train_set: DetectionSet, state) -> tuple[Yolo4, ModelConfig, dict | None]:
+    """The model to train (resumed, initialised from weights, or a fresh preset) and the
+    Darknet ``[net]`` recipe it came with, if any."""
     names = train_set.class_names
     size = (config.img_size, config.img_size)
     if state is not None:
         model_config = state["config"]
         model = build_model(model_config)
         model.load_state_dict(state["model"])
-        return model, model_config
+        return model, model_config, None
     if config.weights or config.model.endswith(".cfg"):
-        loaded = load_model(config.weights, config.model if config.model.endswith(".cfg") else None)
+        cfg = config.model if config.model.endswith(".cfg") else None
+        if cfg and not config.weights:
+            from detector.loading import load_darknet
+
+            loaded = load_darknet(cfg, None)  # a Darknet architecture trained from scratch
+        else:
+            loaded = load_model(config.weights, cfg)
+        recipe = loaded.extra.get("darknet_train")
+        recipe = vars(recipe) if recipe is not None and not isinstance(recipe, dict) else recipe
         model_config = loaded.config.replace(input_size=size)
         if config.activation:
             raise ValueError("activation cannot be changed when starting from weights")
@@ -260,12 +274,22 @@ def initial_model(config: TrainConfig, train_set: DetectionSet, state) -> tuple[
             own = model.state_dict()
             kept = {k: v for k, v in loaded.model.state_dict().items() if own[k].shape == v.shape}
             model.load_state_dict(kept, strict=False)
-            return model, model_config
-        return loaded.model, model_config
+            return model, model_config, recipe
+        return loaded.model, model_config, recipe
     model_config = preset(config.model, class_names=names, input_size=size)
     if config.activation:
         model_config = model_config.with_activation(config.activation)
-    return build_model(model_config), model_config
+    return build_model(model_config), model_config, None
+
+
+def apply_darknet_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
+    """A model from a Darknet cfg trains with the cfg's lr, momentum, decay and burn_in, except
+    where the user set a value (anything that differs from our defaults)."""
+    defaults = TrainConfig()
+    mapping = {"lr": "learning_rate", "momentum": "momentum", "weight_decay": "decay", "warmup_iters": "burn_in"}
+    changes = {ours: recipe[theirs] for ours, theirs in mapping.items()
+               if theirs in recipe and getattr(config, ours) == getattr(defaults, ours)}  # fmt: skip
+    return replace(config, **changes)
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -1,0 +1,79 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.anchors import kmeans_anchors, mean_best_iou
+from training.config import TrainConfig, apply_overrides, load_hyp
+from training.ema import ModelEMA
+from training.schedule import dropblock_probability, learning_rate
+from training.trainer import apply_darknet_recipe, build_optimizer
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    config = apply_overrides(TrainConfig(), ["epochs=5", "augment.cutmix=0.5", "loss.iou_loss=diou",
+                                             "augment.scale=0.3,1.2", "weights=none", "ema=false"])  # fmt: skip
+    assert (config.epochs, config.augment.cutmix, config.loss, config.augment.scale) == (5, 0.5, {"iou_loss": "diou"}, (0.3, 1.2))
+    assert config.weights is None and config.ema is False
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    for bad, message in [("epochs=abc", "expected int"), ("nope=1", "unknown training setting 'nope'"),
+                         ("loss.foo=1", "unknown loss setting 'foo'"), ("epochs", "key=value")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(TrainConfig(), [bad])
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text("lr: 0.02\naugment:\n  mosaic: 0.5\nloss:\n  label_smoothing: 0.1\n")
+    config = apply_overrides(TrainConfig(), load_hyp(hyp))
+    assert (config.lr, config.augment.mosaic, config.loss) == (0.02, 0.5, {"label_smoothing": 0.1})
+
+
+def test_darknet_recipe_applies_unless_overridden(darknet_dir):
+    from detector.darknet_cfg import read_cfg
+
+    _, recipe = read_cfg(darknet_dir / "yolov4-tiny.cfg")
+    config = apply_darknet_recipe(TrainConfig(momentum=0.95, lr=0.05), vars(recipe))
+    assert (config.lr, config.momentum) == (0.05, 0.95)  # set by the user: kept
+    assert (config.warmup_iters, config.weight_decay) == (1000, 0.0005)
+    config = apply_darknet_recipe(TrainConfig(), vars(recipe))
+    assert (config.lr, config.momentum) == (0.00261, 0.9)  # yolov4-tiny.cfg's own values
+
+
+def test_learning_rate_schedule():
+    lr = lambda i, **kw: learning_rate(i, 1000, 0.01, 100, **kw)  # noqa: E731
+    assert lr(0) == 0 and lr(50) == pytest.approx(0.01 * 0.5**4)  # Darknet burn-in, power 4
+    assert lr(100) == pytest.approx(0.01) and lr(1000) == pytest.approx(0.0005)
+    assert lr(550) == pytest.approx(0.01 * (0.05 + 0.95 * 0.5))  # cosine midpoint
+    assert lr(799, schedule="step") == 0.01 and lr(800, schedule="step") == pytest.approx(0.001)
+    assert lr(950, schedule="step") == pytest.approx(0.0001)
+    assert dropblock_probability(0, 100, 0.1) == 0 and dropblock_probability(50, 100, 0.1) == pytest.approx(0.05)
+    assert dropblock_probability(200, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_no_weight_decay_on_batchnorm_and_biases():
+    from detector.config import yolov4_nano
+    from detector.model import build_model
+
+    model = build_model(yolov4_nano())
+    decayed, free = build_optimizer(model, TrainConfig()).param_groups
+    assert decayed["weight_decay"] == 5e-4 and free["weight_decay"] == 0
+    assert all(p.ndim == 4 for p in decayed["params"]) and all(p.ndim == 1 for p in free["params"])
+    assert len(decayed["params"]) + len(free["params"]) == len(list(model.parameters()))
+
+
+def test_ema_follows_the_warmed_up_decay():
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 0.0)
+    ema = ModelEMA(model, decay=0.9)
+    torch.nn.init.constant_(model.weight, 1.0)
+    ema.update(model)
+    d = 0.9 * (1 - math.exp(-1 / 2000))
+    assert ema.module.weight.item() == pytest.approx(1 - d)
+
+
+def test_kmeans_recovers_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[10, 10], [30, 60], [120, 90]], float)
+    wh = np.concatenate([c * rng.uniform(0.95, 1.05, (200, 2)) for c in centres])
+    anchors = kmeans_anchors(wh, 3)
+    np.testing.assert_allclose(anchors, centres, rtol=0.05)
+    assert mean_best_iou(wh, anchors) > 0.9 > mean_best_iou(wh, anchors[:1])
