@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-import numpy as np
 import torch
 
 from .config import ModelConfig, PreprocessConfig
 from .decode import DecodedModel
+from .detections import Detections
 from .loading import load_model, select_device
 from .postprocess import postprocess
 from .preprocess import as_bgr_image, boxes_to_original, check_contract, preprocess_batch
-
-
-@dataclass
-class Detections:
-    """Detections of one image; boxes are xyxy in original-image pixels."""
-
-    boxes: np.ndarray  # (K, 4) float32
-    scores: np.ndarray  # (K,) float32
-    class_ids: np.ndarray  # (K,) int64
-    class_names: list[str]
-    image_size: tuple[int, int]  # (height, width)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
-            "detections": [
-                {
-                    "box": [round(float(v), 2) for v in box],
-                    "score": round(float(score), 5),
-                    "class_id": int(cls),
-                    "label": name,
-                }
-                for box, score, cls, name in zip(self.boxes, self.scores, self.class_ids, self.class_names)
-            ],
-        }
 
 
 class Predictor:

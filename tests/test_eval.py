@@ -301,3 +301,22 @@ def test_missing_image_is_an_error_naming_the_file(tmp_path, nano):
     assert run.returncode == 2 and "gone.jpg: image file is missing" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_onnx_model_through_the_edge_runtime_matches_pytorch(mixed_set, nano, tmp_path):
+    from detector.export import export_onnx
+
+    model, config, _ = nano
+    onnx_file = export_onnx(model, config, tmp_path / "nano.onnx", img_size=224)
+    yaml = mixed_set.annotation_file.parent / "set.yaml"
+    run = yolo4("eval", "--data", yaml, "--onnx", onnx_file, "--batch", "2", "--no-plots", "--out", tmp_path / "onnx")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "onnx" / "summary.json").read_text())
+    assert summary["model"]["source"].endswith("(fp32)") and summary["images"] == 3
+    onnx_results = json.loads((tmp_path / "onnx" / "results.json").read_text())
+    torch_results = run_inference(torch_predictor(model, config, EvalSettings(), "cpu"), mixed_set,
+                                  mixed_set.category_ids, 2, progress=False).results  # fmt: skip
+    for s in mixed_set.samples:
+        # Scores, not boxes: a random model has many exactly tied scores, which the two NMS
+        # implementations may break differently.
+        ours, ref = ([r["score"] for r in rs if r["image_id"] == s.image_id] for rs in (onnx_results, torch_results))
+        assert len(ours) == len(ref) == 100
+        np.testing.assert_allclose(sorted(ours), sorted(ref), atol=1e-4)

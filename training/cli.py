@@ -146,6 +146,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return run_quantize(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.launch import run
+
+    run(args.onnx, args.host, args.port, args.threads, args.workers)  # replaces this process
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo4", description="YOLOv4 detector: detect, eval, convert, info")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="write a float16 model (for GPUs) instead of INT8")
     p.add_argument("--out", required=True, help="model-int8.onnx")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("serve", help="HTTP detection service (BentoML) over an exported ONNX model")
+    p.add_argument("--onnx", help="FP32 or INT8 .onnx from yolo4 export / quantize (default: $YOLO4_MODEL)")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per model worker (default: cores / workers)")
+    p.add_argument("--workers", type=int, help="model worker processes (default 1)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="describe a model file")
     _add_model_args(p)

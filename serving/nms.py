@@ -1,0 +1,84 @@
+"""Score threshold and class-aware NMS in numpy: ``detector.postprocess`` without torch.
+
+The edge runtime applies this to files exported without in-graph NMS. Semantics follow
+``torchvision.ops.nms`` / ``batched_nms`` (a box is suppressed when its IoU with a kept box
+of the same class is above ``iou_threshold``; results by decreasing score), in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``(4,)`` xyxy box with ``(N, 4)`` xyxy boxes -> ``(N,)``."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):  # two empty boxes: 0 / 0 -> no overlap
+        return np.nan_to_num(inter / (area + areas - inter), nan=0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy.
+        scores: ``(N,)``.
+        iou_threshold: suppress boxes overlapping a higher-scoring kept box by more than this.
+
+    Returns:
+        ``(K,)`` int64 indices of the kept boxes, by decreasing score.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
+    keep = []
+    while order.size:
+        best, order = order[0], order[1:]
+        keep.append(best)
+        if order.size:
+            order = order[box_iou_one_to_many(boxes[best], boxes[order]) <= np.float32(iou_threshold)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Class-aware NMS: boxes of different classes never suppress each other.
+
+    Returns ``(K,)`` int64 indices into ``boxes``, by decreasing score.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    class_ids = np.asarray(class_ids)
+    kept = [np.flatnonzero(class_ids == c)[nms(boxes[class_ids == c], scores[class_ids == c], iou_threshold)]
+            for c in np.unique(class_ids)]  # fmt: skip
+    if not kept:
+        return np.zeros(0, dtype=np.int64)
+    keep = np.concatenate(kept)
+    return keep[np.argsort(-scores[keep], kind="stable")]
+
+
+def select_detections(
+    predictions: np.ndarray, conf_threshold: float, iou_threshold: float, max_detections: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's decoded predictions -> final detections (as ``detector.postprocess``).
+
+    Args:
+        predictions: ``(N, 5 + C)``: cx, cy, w, h (input pixels), objectness, class probabilities.
+
+    Returns:
+        ``boxes (K, 4)`` float32 xyxy input pixels, ``scores (K,)`` float32, ``class_ids (K,)``
+        int64, by decreasing score, ``K <= max_detections``.
+    """
+    predictions = np.asarray(predictions, dtype=np.float32)
+    class_scores = predictions[:, 5:] * predictions[:, 4:5]  # (N, C)
+    class_ids = class_scores.argmax(axis=1)
+    scores = class_scores[np.arange(len(class_ids)), class_ids]
+    keep = scores >= np.float32(conf_threshold)
+    cx, cy, w, h = predictions[keep, :4].T
+    boxes = np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=1).astype(np.float32)
+    scores, class_ids = scores[keep], class_ids[keep].astype(np.int64)
+    kept = batched_nms(boxes, scores, class_ids, iou_threshold)[:max_detections]
+    return boxes[kept], scores[kept], class_ids[kept]
