@@ -77,3 +77,19 @@ def test_kmeans_recovers_clusters():
     anchors = kmeans_anchors(wh, 3)
     np.testing.assert_allclose(anchors, centres, rtol=0.05)
     assert mean_best_iou(wh, anchors) > 0.9 > mean_best_iou(wh, anchors[:1])
+
+
+def test_fresh_models_get_k_means_anchors_of_their_dataset(tmp_path):
+    from synthetic import write_voc
+    from training.anchors import kmeans_anchors
+    from training.datasets import load_split
+    from training.trainer import initial_model
+
+    train = load_split(write_voc(tmp_path, count=6), "train")
+    model, config, _ = initial_model(TrainConfig(img_size=128, anchors="auto"), train, None)
+    wh = np.concatenate([(s.boxes[:, 2:] - s.boxes[:, :2]) * (128 / 128) for s in train.samples])
+    expected = kmeans_anchors(wh.astype(np.float64), 9).round(1)
+    assert np.allclose([a for h in config.heads for a in h.anchors], expected)
+    assert [h.stride for h in config.heads] == [8, 16, 32]
+    _, preset_config, _ = initial_model(TrainConfig(img_size=128, anchors="preset"), train, None)
+    assert preset_config.heads[0].anchors[0] == (round(12 * 128 / 608, 1), round(16 * 128 / 608, 1))

@@ -28,6 +28,7 @@ class TrainConfig:
     model: str = "yolov4-nano"  # a preset name, or a Darknet .cfg (then --weights is its .weights)
     weights: str | None = None  # initialise from our checkpoint or Darknet weights
     activation: str | None = None  # override the preset's activation (mish, leaky, silu, relu)
+    anchors: str = "auto"  # auto: k-means on the training boxes (fresh models only); preset: keep COCO's
     img_size: int = 416
     epochs: int = 100
     batch_size: int = 16  # total over all processes

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
@@ -279,7 +280,27 @@ def initial_model(config: TrainConfig, train_set: DetectionSet, state) -> tuple[
     model_config = preset(config.model, class_names=names, input_size=size)
     if config.activation:
         model_config = model_config.with_activation(config.activation)
+    if config.anchors == "auto":
+        model_config = with_dataset_anchors(model_config, train_set)
+    elif config.anchors != "preset":
+        raise ValueError(f"anchors must be auto or preset, got {config.anchors!r}")
     return build_model(model_config), model_config, None
+
+
+def with_dataset_anchors(model_config: ModelConfig, train_set: DetectionSet) -> ModelConfig:
+    """The preset with k-means anchors of the training boxes at the input size, smallest on the
+    finest head (what Darknet's calc_anchors is for; a fresh model has no reason to keep COCO's)."""
+    from .anchors import kmeans_anchors
+
+    size = max(model_config.input_size)
+    wh = np.concatenate([(s.boxes[:, 2:] - s.boxes[:, :2]) * (size / max(s.size)) for s in train_set.samples])
+    per_head = model_config.num_anchors
+    anchors = kmeans_anchors(wh.astype(np.float64), per_head * len(model_config.heads)).round(1)
+    heads = tuple(
+        replace(head, anchors=tuple(map(tuple, anchors[i * per_head : (i + 1) * per_head].tolist())))
+        for i, head in enumerate(model_config.heads)
+    )
+    return model_config.replace(heads=heads)
 
 
 def apply_darknet_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
