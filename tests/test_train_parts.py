@@ -35,7 +35,7 @@ def test_darknet_recipe_applies_unless_overridden(darknet_dir):
     assert (config.lr, config.momentum) == (0.05, 0.95)  # set by the user: kept
     assert (config.warmup_iters, config.weight_decay) == (1000, 0.0005)
     config = apply_darknet_recipe(TrainConfig(), vars(recipe))
-    assert (config.lr, config.momentum) == (0.00261, 0.9)  # yolov4-tiny.cfg's own values
+    assert (config.optimizer, config.lr, config.momentum) == ("sgd", 0.00261, 0.9)  # yolov4-tiny.cfg's own values
 
 
 def test_learning_rate_schedule():
@@ -54,7 +54,7 @@ def test_no_weight_decay_on_batchnorm_and_biases():
     from detector.model import build_model
 
     model = build_model(yolov4_nano())
-    decayed, free = build_optimizer(model, TrainConfig()).param_groups
+    decayed, free = build_optimizer(model, TrainConfig(weight_decay=5e-4)).param_groups
     assert decayed["weight_decay"] == 5e-4 and free["weight_decay"] == 0
     assert all(p.ndim == 4 for p in decayed["params"]) and all(p.ndim == 1 for p in free["params"])
     assert len(decayed["params"]) + len(free["params"]) == len(list(model.parameters()))

@@ -90,7 +90,7 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     if recipe and state is None:
         config = apply_darknet_recipe(config, recipe)
         if proc.main:
-            print(f"Darknet [net] recipe: lr {config.lr}, momentum {config.momentum}, decay {config.weight_decay}, "
+            print(f"Darknet [net] recipe: {config.optimizer} lr {config.lr}, momentum {config.momentum}, decay {config.weight_decay}, "
                   f"burn_in {config.warmup_iters} iterations (override with --set)")  # fmt: skip
     model.to(proc.device)
     if config.sync_bn and proc.world > 1 and proc.device.type == "cuda":
@@ -310,6 +310,8 @@ def apply_darknet_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
     mapping = {"lr": "learning_rate", "momentum": "momentum", "weight_decay": "decay", "warmup_iters": "burn_in"}
     changes = {ours: recipe[theirs] for ours, theirs in mapping.items()
                if theirs in recipe and getattr(config, ours) == getattr(defaults, ours)}  # fmt: skip
+    if config.optimizer == defaults.optimizer:
+        changes["optimizer"] = "sgd"  # Darknet's optimizer, which its lr and decay are meant for
     return replace(config, **changes)
 
 
