@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detector.draw import draw_detections
+from detector.result_files import ResultWriter
 
 from .runtime import EdgeDetector
 
@@ -42,7 +43,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     return images, videos
 
 
-def run_images(detector: EdgeDetector, paths: list[Path], out: Path, batch: int, used: set[str]) -> tuple[int, int]:
+def run_images(detector: EdgeDetector, paths: list[Path], out: ResultWriter, batch: int) -> tuple[int, int]:
     """Returns (detections, unreadable images)."""
     total = skipped = 0
     with tqdm(total=len(paths), desc="images", unit="img", disable=not paths) as bar:
@@ -56,21 +57,19 @@ def run_images(detector: EdgeDetector, paths: list[Path], out: Path, batch: int,
                     tqdm.write(f"warning: {path}: cannot read image, skipped", file=sys.stderr)
                     skipped += 1
                     continue
-                dets, stem = results[i], _unique_stem(path, used)
-                total += len(dets)
-                (out / f"{stem}.json").write_text(json.dumps({"image": str(path), **dets.to_dict()}, indent=2))
-                cv2.imwrite(str(out / f"{stem}.jpg"), _draw(images[i], dets, detector))
+                total += len(results[i])
+                out.write_image(path, images[i], results[i], detector.config.class_names)
             bar.update(len(chunk))
     return total, skipped
 
 
-def run_video(detector: EdgeDetector, path: Path, out: Path, batch: int, used: set[str]) -> int:
+def run_video(detector: EdgeDetector, path: Path, out: ResultWriter, batch: int) -> int:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: cannot open video")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    stem = _unique_stem(path, used)
+    stem = out.stem(path)
     writer, frames, total = None, [], 0
     try:
         with tqdm(total=count, desc=path.name, unit="frame") as bar:
@@ -78,7 +77,7 @@ def run_video(detector: EdgeDetector, path: Path, out: Path, batch: int, used: s
                 for frame, dets in zip(chunk, detector.detect_batch(chunk)):
                     if writer is None:
                         h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(str(out / f"{stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                        writer = cv2.VideoWriter(str(out.folder / f"{stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                     writer.write(_draw(frame, dets, detector))
                     frames.append({"frame": len(frames), **dets.to_dict()})
                     total += len(dets)
@@ -89,7 +88,7 @@ def run_video(detector: EdgeDetector, path: Path, out: Path, batch: int, used: s
             writer.release()
     if not frames:
         raise ValueError(f"{path}: no frames could be read")
-    (out / f"{stem}.json").write_text(json.dumps({"video": str(path), "fps": fps, "frames": frames}))
+    (out.folder / f"{stem}.json").write_text(json.dumps({"video": str(path), "fps": fps, "frames": frames}))
     return total
 
 
@@ -109,15 +108,6 @@ def _frame_batches(capture: cv2.VideoCapture, batch: int) -> Iterator[list[np.nd
 
 def _draw(image: np.ndarray, dets, detector: EdgeDetector) -> np.ndarray:
     return draw_detections(image, dets.boxes, dets.scores, dets.class_ids, detector.config.class_names)
-
-
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem, 1
-    while stem in used:
-        n += 1
-        stem = f"{path.stem}_{n}"
-    used.add(stem)
-    return stem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,17 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         images, videos = expand_inputs(args.inputs)
         if not images and not videos:
             raise ValueError("no images or videos found in " + " ".join(args.inputs))
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        used: set[str] = set()
-        total, skipped = run_images(detector, images, out, args.batch, used)
+        out = ResultWriter(args.out)
+        total, skipped = run_images(detector, images, out, args.batch)
         for video in videos:
-            total += run_video(detector, video, out, args.batch, used)
+            total += run_video(detector, video, out, args.batch)
     except (ValueError, FileNotFoundError) as e:
         print(f"serving.edge: error: {e}", file=sys.stderr)
         return 2
     h, w = detector.input_size
-    print(f"{total} detections in {len(images) - skipped} images and {len(videos)} videos -> {out}/ "
+    print(f"{total} detections in {len(images) - skipped} images and {len(videos)} videos -> {args.out}/ "
           f"({detector.config.name}, {detector.precision}, input {w}x{h})")  # fmt: skip
     return 1 if images and skipped == len(images) and not videos else 0
 

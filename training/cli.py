@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -19,8 +18,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from detector.draw import draw_detections
     from detector.predictor import Predictor, expand_image_paths
+    from detector.result_files import ResultWriter
 
     paths = expand_image_paths(args.images)
     if not paths:
@@ -30,9 +29,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         args.weights, args.cfg, args.names, device=args.device, conf_threshold=args.conf,
         iou_threshold=args.iou, max_detections=args.max_det, input_size=size,
     )  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
+    out = ResultWriter(args.out)
     total = skipped = 0
     for start in tqdm(range(0, len(paths), args.batch), desc="detect", unit="batch", disable=len(paths) <= args.batch):
         chunk = paths[start : start + args.batch]
@@ -40,32 +37,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
         readable = [i for i, image in enumerate(images) if image is not None]
         results = dict(zip(readable, predictor([images[i] for i in readable]))) if readable else {}
         for i, path in enumerate(chunk):
-            stem = _unique_stem(path, used)
             if i not in results:  # reported and skipped; the other images still run
                 print(f"warning: {path}: cannot read image, skipped", file=sys.stderr)
                 skipped += 1
                 continue
             dets = results[i]
             total += len(dets)
-            (out / f"{stem}.json").write_text(json.dumps({"image": str(path), **dets.to_dict()}, indent=2))
-            drawn = draw_detections(images[i], dets.boxes, dets.scores, dets.class_ids, predictor.config.class_names)
-            cv2.imwrite(str(out / f"{stem}.jpg"), drawn)
+            out.write_image(path, images[i], dets, predictor.config.class_names)
     c = predictor.config
     print(
-        f"{total} detections in {len(paths) - skipped} images -> {out}/ "
+        f"{total} detections in {len(paths) - skipped} images -> {out.folder}/ "
         f"(model {c.name}, input {predictor.input_size[1]}x{predictor.input_size[0]}"
         + (f", {skipped} unreadable images skipped)" if skipped else ")")
     )
     return 1 if skipped == len(paths) else 0
-
-
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem, 1
-    while stem in used:
-        n += 1
-        stem = f"{path.stem}_{n}"
-    used.add(stem)
-    return stem
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
