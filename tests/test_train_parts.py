@@ -93,3 +93,24 @@ def test_fresh_models_get_k_means_anchors_of_their_dataset(tmp_path):
     assert [h.stride for h in config.heads] == [8, 16, 32]
     _, preset_config, _ = initial_model(TrainConfig(img_size=128, anchors="preset"), train, None)
     assert preset_config.heads[0].anchors[0] == (round(12 * 128 / 608, 1), round(16 * 128 / 608, 1))
+
+
+def test_multiscale_rescales_images_and_boxes_together():
+    from training.trainer import random_rescale
+
+    images = torch.zeros(2, 3, 128, 96)
+    images[0, :, 32:64, 48:72] = 1.0  # a bright box at x 48-72, y 32-64
+    targets = torch.tensor([[0, 0, 48.0, 32.0, 72.0, 64.0]])
+    sizes = set()
+    for iteration in range(6):
+        out, scaled = random_rescale(images, targets, iteration, seed=0)
+        h, w = out.shape[-2:]
+        sizes.add((h, w))
+        assert h % 32 == 0 and w % 32 == 0 and 64 <= h <= 192
+        x1, y1, x2, y2 = scaled[0, 2:].tolist()
+        assert (x1, x2) == pytest.approx((48 * w / 96, 72 * w / 96)) and (y1, y2) == pytest.approx((32 * h / 128, 64 * h / 128))
+        inside = out[0, 0, int(y1) + 1 : int(y2) - 1, int(x1) + 1 : int(x2) - 1]
+        assert inside.min() > 0.5  # the box still covers the bright region
+    assert len(sizes) > 1
+    same, _ = random_rescale(images, targets, 3, seed=0)
+    assert same.shape == random_rescale(images, targets, 3, seed=0)[0].shape  # reproducible per iteration
