@@ -79,28 +79,35 @@ def test_resume_refuses_incompatible_changes(data, tmp_path):
         fit(apply_overrides(TrainConfig(), ["lr=0.05"]), resume=out / "weights" / "last.pt")
 
 
-def test_sigkill_mid_epoch_then_resume(data, tmp_path, straight):
-    out = tmp_path / "run"
+def test_sigkill_mid_run_then_resume(data, tmp_path):
+    # A 50-epoch run cannot finish before the kill lands; both runs stop
+    # (max_iters changes no schedule) at iteration 12, so the resumed one must equal the uninterrupted one.
+    common = ["epochs=50", "dropblock=0.2", "augment.cutmix=0.5"]
+    fit(config(data, tmp_path / "straight", *common, "max_iters=12"))
+    reference = _final_state(tmp_path / "straight" / "weights" / "last.pt")
+
+    out = tmp_path / "killed"
     args = [sys.executable, "-m", "training.cli", "train", "--data", str(data), "--img", "96", "--batch", "2",
-            "--workers", "0", "--epochs", "2", "--out", str(out), "--set", "val_every=0", "warmup_epochs=0.5",
+            "--workers", "0", "--epochs", "50", "--out", str(out), "--set", "val_every=0", "warmup_epochs=0.5",
             "lr=0.002", "dropblock=0.2", "augment.cutmix=0.5", "save_every=1"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = out / "weights" / "last.pt"
     deadline = time.time() + 120
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         if last.exists() and load_checkpoint(last)["progress"]["iteration"] >= 2:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    stopped_at = load_checkpoint(last)["progress"]["iteration"]
-    if stopped_at == 6:
-        pytest.skip("the run finished before it could be killed")
-    run = subprocess.run([sys.executable, "-m", "training.cli", "train", "--resume", str(last)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert 2 <= load_checkpoint(last)["progress"]["iteration"] < 12
+    run = subprocess.run([sys.executable, "-m", "training.cli", "train", "--resume", str(last), "--set", "max_iters=12"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     model, ema, progress = _final_state(last)
-    assert progress["iteration"] == 6
-    assert_same_weights(model, straight[0])
+    assert progress["iteration"] == 12
+    assert_same_weights(model, reference[0])
+    assert_same_weights(ema, reference[1])
 
 
 def _ddp_worker(rank, world, port, data, out, results):
