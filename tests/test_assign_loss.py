@@ -130,3 +130,47 @@ def test_gradients_reach_every_head():
     targets = torch.tensor([[0, 0, 10.0, 10.0, 30.0, 40.0], [1, 1, 20.0, 30.0, 120.0, 110.0]])
     yolo_loss(raws, targets, cfg)["total"].backward()
     assert all(h.pred.weight.grad.abs().sum() > 0 for h in model.heads)
+
+
+def test_neighbor_cells_add_the_nearer_cell_on_each_axis():
+    # 16x8 box centred at (21, 27): cell (x=2, y=3), fractions (0.625, 0.375) -> neighbours x=3 and y=2.
+    targets = torch.tensor([[0, 1, 13.0, 23.0, 29.0, 31.0]])
+    assigned = assign_targets(targets, ANCHORS, STRIDES, GRIDS, iou_thresh=1.0, neighbor_cells=True)
+    assert sorted(positives(assigned)) == [(0, 0, 1, 2, 2, 1), (0, 0, 1, 3, 2, 1), (0, 0, 1, 3, 3, 1)]
+    # At the map's corner there is no neighbour outside it.
+    corner = torch.tensor([[0, 1, 0.0, 0.0, 6.0, 6.0]])  # centre (3, 3): fractions < 0.5 at cell (0, 0)
+    assert positives(assign_targets(corner, ANCHORS, STRIDES, GRIDS, 1.0, neighbor_cells=True)) == [(0, 0, 0, 0, 0, 1)]
+
+
+def test_a_centre_cell_beats_another_boxs_neighbour_cell():
+    # Box a's centre cell (2, 3) is box b's x-neighbour; same best anchor (8, 8).
+    a = [0, 0, 18.0, 26.0, 24.0, 32.0]  # centre (21, 29): cell x=2, y=3
+    b = [0, 1, 22.0, 26.0, 28.0, 32.0]  # centre (25, 29): cell x=3, fraction 0.125 -> neighbour x=2
+    assigned = assign_targets(torch.tensor([a, b]), ANCHORS, STRIDES, GRIDS, 1.0, neighbor_cells=True)
+    owner = {(y, x): c for _, _, _, y, x, c in positives(assigned)}
+    assert owner[(3, 2)] == 0 and owner[(3, 3)] == 1
+
+
+def test_mean_reduction_and_iou_objectness_by_hand():
+    torch.manual_seed(0)
+    cfg = config(ignore_thresh=1.0, reduction="mean", head_balance=(4.0, 0.5), objectness_smooth=1.0,
+                 iou_normalizer=0.05, obj_normalizer=0.7, cls_normalizer=0.3)  # fmt: skip
+    raws = [torch.randn(2, 2, 8, 8, 7), torch.randn(2, 2, 4, 4, 7)]
+    targets = torch.tensor([[0, 1, 12.0, 26.0, 28.0, 34.0]])  # one positive: head 0, image 0, anchor 1, cell (3, 2)
+    got = yolo_loss(raws, targets, cfg)
+    raw = raws[0][0, 1, 3, 2]
+    sig = torch.sigmoid
+    cx, cy = (sig(raw[0]) + 2) * 8, (sig(raw[1]) + 3) * 8
+    w, h = torch.exp(raw[2]) * 16, torch.exp(raw[3]) * 8
+    pred = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])[None]
+    ciou = complete_box_iou(pred, targets[:, 2:])[0, 0]
+    assert got["box"].item() == pytest.approx(0.05 * (1 - ciou.item()), rel=1e-5)
+    obj = 0.0
+    for i, (r, weight) in enumerate(zip(raws, (4.0, 0.5))):
+        target = torch.zeros_like(r[..., 4])
+        if i == 0:
+            target[0, 1, 3, 2] = ciou.clamp(min=0)
+        obj += weight * F.binary_cross_entropy_with_logits(r[..., 4], target)
+    assert got["obj"].item() == pytest.approx(0.7 * obj.item(), rel=1e-5)
+    cls = F.binary_cross_entropy_with_logits(raw[5:], torch.tensor([0.0, 1.0]))
+    assert got["cls"].item() == pytest.approx(0.3 * cls.item(), rel=1e-5)

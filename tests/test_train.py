@@ -30,14 +30,17 @@ def data(tmp_path_factory):
 
 
 def test_nano_overfits_a_handful_of_images(data, tmp_path):
-    cfg = config(data, tmp_path / "run", "epochs=20", "optimizer=adamw", "lr=0.003", "dropblock=0", "ema=false",
-                 "close_mosaic=0", *STILL)  # fmt: skip
+    # The val split of this data is its train split: the last epoch scores the memorised images.
+    cfg = config(data, tmp_path / "run", "epochs=60", "optimizer=adamw", "lr=0.003", "dropblock=0", "ema=false",
+                 "close_mosaic=0", "val_every=60", *STILL)  # fmt: skip
     result = fit(cfg)
     import csv
 
     rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
     first, last = float(rows[0]["loss_total"]), float(rows[-1]["loss_total"])
-    assert last < 0.25 * first, f"loss went from {first} to {last}"
+    # Objectness targets are IoUs (soft labels), so the loss has a floor well above zero.
+    assert last < 0.5 * first, f"loss went from {first} to {last}"
+    assert float(rows[-1]["mAP50"]) > 0.5, rows[-1]["mAP50"]
     assert (result.run_dir / "curves.png").stat().st_size > 1000
     assert (result.run_dir / "config.yaml").exists() and (result.run_dir / "weights" / "last.pt").exists()
 

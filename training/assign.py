@@ -4,8 +4,11 @@ A ground-truth box is a positive for:
   * the anchor (over all heads) whose shape best matches it, and
   * every other anchor whose shape IoU with it exceeds ``iou_thresh`` (0.213 in yolov4.cfg;
     1.0 disables this and leaves one anchor per box),
-each at the grid cell containing the box centre on that anchor's head. If two boxes claim
-the same (image, anchor, cell), the one whose shape fits the anchor better keeps it.
+each at the grid cell containing the box centre on that anchor's head. With
+``neighbor_cells`` (Scaled-YOLOv4) the two cells nearest to the centre, one across each axis,
+are positives too: three times the positives, which a short training run needs. If two boxes
+claim the same (image, anchor, cell), a centre cell beats a neighbour, then the box whose
+shape fits the anchor better keeps it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def assign_targets(
     strides: list[int],
     grid_sizes: list[tuple[int, int]],
     iou_thresh: float,
+    neighbor_cells: bool = False,
 ) -> list[HeadTargets]:
     """Assign ground-truth boxes to (image, anchor, cell) slots of every head.
 
@@ -57,6 +61,7 @@ def assign_targets(
         strides: per head, input pixels per cell.
         grid_sizes: per head, ``(H, W)`` of its map.
         iou_thresh: extra positives for anchors whose shape IoU exceeds this.
+        neighbor_cells: also assign the nearest neighbouring cell across x and across y.
 
     Returns:
         One ``HeadTargets`` per head.
@@ -76,15 +81,37 @@ def assign_targets(
         iou = shape_iou[:, global_index]  # (M, A)
         positive = (best[:, None] == global_index[None]) | (iou > iou_thresh)
         gt, anchor = positive.nonzero(as_tuple=True)
-        grid_x = (centre[gt, 0] / stride).long().clamp(0, width - 1)
-        grid_y = (centre[gt, 1] / stride).long().clamp(0, height - 1)
+        cell = centre[gt] / stride  # (P, 2) x, y in cells
+        grid_x = cell[:, 0].long().clamp(0, width - 1)
+        grid_y = cell[:, 1].long().clamp(0, height - 1)
+        score = iou[gt, anchor] + 1.0  # centre cells outrank neighbours
+        if neighbor_cells:
+            gt, anchor, grid_x, grid_y, score = _add_neighbors(gt, anchor, grid_x, grid_y, score, cell, width, height)
         image = targets[gt, 0].long()
-        keep = _best_per_slot(image, anchor, grid_y, grid_x, iou[gt, anchor], A, height, width)
+        keep = _best_per_slot(image, anchor, grid_y, grid_x, score, A, height, width)
         gt = gt[keep]
         results.append(
             HeadTargets(image[keep], anchor[keep], grid_y[keep], grid_x[keep], xyxy[gt], targets[gt, 1].long())
         )
     return results
+
+
+def _add_neighbors(gt, anchor, grid_x, grid_y, score, cell, width: int, height: int):
+    """Append, for each positive, the neighbouring cell on the side of x (and of y) its centre
+    lies nearer to, where that cell is on the map."""
+    frac = cell - cell.floor()  # (P, 2)
+    step = torch.where(frac < 0.5, -1, 1)  # (P, 2) towards the nearer neighbour
+    nx, ny = grid_x + step[:, 0], grid_y + step[:, 1]
+    on_x = (nx >= 0) & (nx < width)
+    on_y = (ny >= 0) & (ny < height)
+    neighbour_score = score - 1.0
+    return (
+        torch.cat([gt, gt[on_x], gt[on_y]]),
+        torch.cat([anchor, anchor[on_x], anchor[on_y]]),
+        torch.cat([grid_x, nx[on_x], grid_x[on_y]]),
+        torch.cat([grid_y, grid_y[on_x], ny[on_y]]),
+        torch.cat([score, neighbour_score[on_x], neighbour_score[on_y]]),
+    )
 
 
 def _best_per_slot(image, anchor, grid_y, grid_x, score, A: int, H: int, W: int) -> torch.Tensor:

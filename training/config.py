@@ -54,7 +54,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision, used only on CUDA
     multiscale: bool = False  # each batch at a random size in [0.5, 1.5] x img_size
     dropblock: float = 0.1  # final DropBlock drop probability, ramped up from 0
-    close_mosaic: float = 0.1  # last fraction of epochs without Mosaic/CutMix/MixUp
+    close_mosaic: float = 0.2  # last fraction of epochs without Mosaic/CutMix/MixUp (YOLOv8: 10 of 30-100)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: dict[str, Any] = field(default_factory=dict)  # overrides of the model's LossConfig
     seed: int = 0

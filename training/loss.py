@@ -6,7 +6,10 @@
   background; times ``obj_normalizer``;
 * class: BCE of positives with optional label smoothing, times ``cls_normalizer``.
 
-Like Darknet, terms are summed over predictions and averaged over images. Box decode is
+Like Darknet, terms are summed over predictions and averaged over images. With
+``reduction="mean"`` (Scaled-YOLOv4) each head's terms are means instead (box and class over
+its positives, objectness over all its predictions times ``head_balance``), optionally with
+IoU-valued objectness targets (``objectness_smooth``) and neighbour-cell positives. Box decode is
 ``detector.decode.decode_head``, the same grid-sensitivity decode that inference uses.
 CIoU: Zheng et al., https://arxiv.org/abs/1911.08287 (torchvision.ops implementation).
 """
@@ -37,7 +40,7 @@ def yolo_loss(
         loss: loss settings; the model's own (from its Darknet cfg or preset) by default.
 
     Returns:
-        ``{"box", "obj", "cls", "total"}`` scalars (per image) and ``"positives"`` (count).
+        ``{"box", "obj", "cls", "total"}`` scalars (per image, or means) and ``"positives"`` (count).
     """
     loss = loss or config.loss
     if loss.iou_loss not in BOX_LOSSES:
@@ -48,11 +51,13 @@ def yolo_loss(
     targets = targets.to(device)
     anchors = [torch.tensor(h.anchors, dtype=torch.float32, device=device) for h in config.heads]
     grid_sizes = [(r.shape[2], r.shape[3]) for r in raws]
-    assigned = assign_targets(targets, anchors, list(config.strides), grid_sizes, loss.iou_thresh)
+    assigned = assign_targets(targets, anchors, list(config.strides), grid_sizes, loss.iou_thresh, loss.neighbor_cells)
+    mean = loss.reduction == "mean"
+    balance = loss.head_balance if len(loss.head_balance) == len(raws) else (1.0,) * len(raws)
 
     box_term = obj_term = cls_term = torch.zeros((), device=device)
     positives = 0
-    for raw, head, head_anchors, t in zip(raws, config.heads, anchors, assigned):
+    for raw, head, head_anchors, t, head_weight in zip(raws, config.heads, anchors, assigned, balance):
         raw = raw.float()
         decoded = decode_head(raw, head_anchors, head.stride, head.scale_x_y).view(*raw.shape)  # (B, A, H, W, 5+C)
         pred_xyxy = box_convert(decoded[..., :4], "cxcywh", "xyxy")
@@ -61,20 +66,25 @@ def yolo_loss(
         obj_target = torch.zeros_like(raw[..., 4])
         if len(t.image):
             slot = (t.image, t.anchor, t.grid_y, t.grid_x)
-            obj_target[slot] = 1.0
+            box_losses = box_loss_fn(pred_xyxy[slot], t.boxes, reduction="none")  # (P,)
+            quality = (1.0 - box_losses.detach()).clamp(min=0)  # the (C/D/G)IoU itself
+            obj_target[slot] = (1 - loss.objectness_smooth) + loss.objectness_smooth * quality
             ignore[slot] = False
-            box_term = box_term + box_loss_fn(pred_xyxy[slot], t.boxes, reduction="sum")
+            box_term = box_term + (box_losses.mean() if mean else box_losses.sum())
             cls_target = F.one_hot(t.classes, config.num_classes).float()
             if loss.label_smoothing:
                 cls_target = cls_target * (1 - loss.label_smoothing) + 0.5 * loss.label_smoothing
-            cls_term = cls_term + F.binary_cross_entropy_with_logits(raw[slot][:, 5:], cls_target, reduction="sum")
+            cls_bce = F.binary_cross_entropy_with_logits(raw[slot][:, 5:], cls_target, reduction="none")
+            cls_term = cls_term + (cls_bce.mean() if mean else cls_bce.sum())
             positives += len(t.image)
         obj_bce = F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, reduction="none")
-        obj_term = obj_term + obj_bce[~ignore].sum()
+        kept = obj_bce * ~ignore
+        obj_term = obj_term + (kept.sum() / kept.numel() * head_weight if mean else kept.sum())
 
-    box_term = box_term * loss.iou_normalizer / batch
-    obj_term = obj_term * loss.obj_normalizer / batch
-    cls_term = cls_term * loss.cls_normalizer / batch
+    per_image = 1.0 if mean else 1.0 / batch
+    box_term = box_term * loss.iou_normalizer * per_image
+    obj_term = obj_term * loss.obj_normalizer * per_image
+    cls_term = cls_term * loss.cls_normalizer * per_image
     return {
         "box": box_term,
         "obj": obj_term,
