@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -12,7 +11,7 @@ from .decode import DecodedModel
 from .detections import Detections
 from .loading import load_model, select_device
 from .postprocess import postprocess
-from .preprocess import as_bgr_image, boxes_to_original, check_contract, preprocess_batch
+from .preprocess import as_bgr_image, boxes_to_original, check_contract, expand_image_paths, preprocess_batch  # noqa: F401 (re-exported)
 
 
 class Predictor:
@@ -80,20 +79,3 @@ class Predictor:
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to their images (sorted, non-recursive)."""
-    paths = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return paths

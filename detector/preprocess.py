@@ -7,6 +7,8 @@ runtime all call these functions with the ``PreprocessConfig`` stored in the mod
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -114,3 +116,20 @@ def check_contract(model: PreprocessConfig, requested: PreprocessConfig | None) 
         if getattr(model, f.name) != getattr(requested, f.name)
     ]
     raise ContractMismatch("pre-processing differs from the model's contract (" + "; ".join(diffs) + ")")
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to their images (sorted, non-recursive)."""
+    paths = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return paths

@@ -1,6 +1,7 @@
 """Detect with an exported ONNX file on images, folders or videos. No torch.
 
     python -m serving.edge model.onnx IMAGES_OR_DIR_OR_VIDEO... --out DIR [--conf 0.25] [--threads 2]
+    python -m serving.edge IMAGES_OR_DIR_OR_VIDEO...      (the bundled model: serving.bundled)
 
 Per image: ``DIR/NAME.json`` (the JSON of ``yolo4 detect``) and an annotated ``DIR/NAME.jpg``.
 Per video: ``DIR/NAME.json`` (one entry per frame) and an annotated ``DIR/NAME.mp4``.
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from detector.draw import draw_detections
 from detector.result_files import ResultWriter
 
+from .bundled import bundled_model_path, bundled_note
 from .runtime import EdgeDetector
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -110,10 +112,24 @@ def _draw(image: np.ndarray, dets, detector: EdgeDetector) -> np.ndarray:
     return draw_detections(image, dets.boxes, dets.scores, dets.class_ids, detector.config.class_names)
 
 
+def split_model_argument(arguments: list[str]) -> tuple[Path, list[str]]:
+    """(model, inputs): the first argument when it is an .onnx file, else the bundled model."""
+    if arguments[0].lower().endswith(".onnx"):
+        if len(arguments) == 1:
+            raise ValueError("no images or videos given after the model")
+        return Path(arguments[0]), arguments[1:]
+    model = bundled_model_path()
+    if model is None:
+        raise ValueError("no model given and this installation has no bundled model: pass model.onnx first")
+    print(bundled_note(), file=sys.stderr)
+    return model, arguments
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.edge", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="an ONNX file from `yolo4 export` / `yolo4 quantize`")
-    parser.add_argument("inputs", nargs="+", help="images, folders of images, or videos")
+    parser.add_argument("inputs", nargs="+", metavar="[model.onnx] inputs",
+                        help="an ONNX file from `yolo4 export` / `yolo4 quantize` (default: the bundled "
+                             "model), then images, folders of images, or videos")  # fmt: skip
     parser.add_argument("--out", default="runs/edge")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold (objectness x class)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
@@ -123,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="images or frames per run")
     args = parser.parse_args(argv)
     try:
+        args.model, args.inputs = split_model_argument(args.inputs)
         detector = EdgeDetector(
             args.model, num_threads=args.threads, conf_threshold=args.conf, iou_threshold=args.iou,
             max_detections=args.max_det, input_size=(args.img, args.img) if args.img else None,

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from .bundled import bundled_note, is_bundled
 from .settings import MODEL_ENV, ServeSettings, resolve_model_path
 
 SERVICE = "serving.service:Yolo4Http"
@@ -32,6 +33,8 @@ def serve_command(
         os.environ["YOLO4_MODEL_WORKERS"] = str(workers)
     settings = ServeSettings.from_env()  # a bad YOLO4_* value fails here, not in every worker
     path = resolve_model_path()
+    if is_bundled(path):
+        print(bundled_note(), flush=True)
     os.environ[MODEL_ENV] = str(path.resolve())  # workers may run in another directory
     detector = EdgeDetector(path, num_threads=1)  # not a yolo4 ONNX file: fail now, with the reason
     config = detector.config

@@ -72,6 +72,8 @@ class ModelInfo(BaseModel):
     version: str = Field(description="yolo4 package version")
     onnxruntime: str
     runtime_threads: int
+    bundled: bool = Field(description="the model that ships with the package (no model was configured)")
+    model_card: dict | None = Field(default=None, description="the bundled model's card: data, recipe, metrics, latency")
 
 
 class ImageJob(bentoml.IODescriptor):

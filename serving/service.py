@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from detector.draw import draw_detections
 
+from .bundled import is_bundled, model_card
 from .decode import InputError, decode_image
 from .jobs import detect_grouped
 from .limits import UploadGuard
@@ -46,7 +47,7 @@ from .schemas import (
     DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, BatchResponse, Conf, DetectResponse, ImageDetections, ImageJob,
     ImageSize, Iou, MaxDet, ModelInfo, Timing,
 )  # fmt: skip
-from .settings import ServeSettings, model_env, resolve_model_path
+from .settings import ServeSettings, model_envs, resolve_model_path
 
 SETTINGS = ServeSettings.from_env()
 UPLOAD_FIELDS = {"/detect": ("image",), "/detect_batch": ("images",), "/render": ("image",)}
@@ -55,7 +56,7 @@ MODEL_CALL_ATTEMPTS = 3
 
 
 @bentoml.service(
-    name="yolo4_model", workers=SETTINGS.model_workers, threads=1, traffic={"timeout": 120}, envs=[model_env()]
+    name="yolo4_model", workers=SETTINGS.model_workers, threads=1, traffic={"timeout": 120}, envs=model_envs()
 )
 class Yolo4Model:
     """The ONNX model behind adaptive batching; one batch at a time per worker (``threads=1``),
@@ -92,6 +93,8 @@ class Yolo4Model:
             version=_package_version(),
             onnxruntime=onnxruntime.__version__,
             runtime_threads=self.threads,
+            bundled=is_bundled(self.model_path),
+            model_card=model_card() if is_bundled(self.model_path) else None,
         )
 
 

@@ -1,6 +1,7 @@
 """Service settings from environment variables, and the one place that picks the model file.
 
-    YOLO4_MODEL=/path/model.onnx        the exported model (FP32 or INT8: point at either file)
+    YOLO4_MODEL=/path/model.onnx        the exported model (FP32 or INT8: point at either file);
+                                        unset: the bundled BCCD model (serving/models/)
     YOLO4_MAX_UPLOAD_MB=20              request body limit (413 above it)
     YOLO4_MAX_PIXELS=25000000           decoded image limit, checked from the header (413 above it)
     YOLO4_MAX_IMAGES=32                 images per /detect_batch request
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundled import bundled_model_path
+
 MODEL_ENV = "YOLO4_MODEL"
 
 
@@ -28,18 +31,16 @@ class ModelNotConfigured(ValueError):
 
 
 def bundled_model() -> Path | None:
-    """The model shipped inside the package, used when ``YOLO4_MODEL`` is not set.
-
-    None until the default-model issue ships one: this is the single place to plug it in.
-    """
-    return None
+    """The model shipped inside the package (``serving.bundled``), used when ``YOLO4_MODEL``
+    is not set; None in a checkout whose model files were removed."""
+    return bundled_model_path()
 
 
-def model_env() -> dict[str, str]:
-    """The ``envs`` entry of the model service: without a bundled model the variable is
-    required, and ``bentoml serve`` stops at once, naming it, when it is not set."""
-    default = bundled_model()
-    return {"name": MODEL_ENV} if default is None else {"name": MODEL_ENV, "value": str(default)}
+def model_envs() -> list[dict[str, str]]:
+    """The ``envs`` of the model service: without a bundled model the variable is required,
+    and ``bentoml serve`` stops at once, naming it, when it is not set. With one it is optional
+    (no entry: a path baked in here would be the build machine's, wrong inside a bento)."""
+    return [{"name": MODEL_ENV}] if bundled_model() is None else []
 
 
 def resolve_model_path(environ: Mapping[str, str] = os.environ) -> Path:

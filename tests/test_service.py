@@ -3,89 +3,34 @@ a small exported model (yolov4-nano at 256, live random weights), the stdlib HTT
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import time
-import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import psutil
 import pytest
+from http_server import (
+    MAX_IMAGES, MAX_UPLOAD_MB, ROOT, detect, free_port, multipart, post_images, request, serve_command, server_env,
+    start_server, stop_server, yolo4_serve_command,
+)  # fmt: skip
 from live_weights import live_model, match_detections, square_crop
 
 from detector.export import export_onnx
 from serving.jobs import detect_grouped
 from serving.runtime import EdgeDetector
 
-ROOT = Path(__file__).resolve().parent.parent
 BCCD = ("RBC", "WBC", "Platelets")
-MAX_UPLOAD_MB, MAX_IMAGES = 1, 4
 PHOTOS = ("dog", "eagle", "giraffe", "horses", "person")
-
-
-@dataclass
-class Server:
-    host: str
-    port: int
-    proc: subprocess.Popen
-    log: Path
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(server: Server, method: str, path: str, body=b"", headers=None, chunked=False):
-    """(status, content type, body bytes) of one request on a fresh connection."""
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
-    try:
-        conn.request(method, path, body, headers or {}, encode_chunked=chunked)
-        response = conn.getresponse()
-        return response.status, response.getheader("Content-Type", ""), response.read()
-    finally:
-        conn.close()
-
-
-def multipart(files=(), fields=None) -> tuple[bytes, dict[str, str]]:
-    """``files``: (field, filename, data, content type) tuples; ``fields``: plain values."""
-    boundary = uuid.uuid4().hex
-    chunks = []
-    for name, value in (fields or {}).items():
-        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, filename, data, content_type in files:
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-        chunks.append(f"{head}Content-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def post_images(server: Server, path: str, images: list[tuple[str, bytes]], field="image", **fields):
-    body, headers = multipart([(field, name, data, "image/jpeg") for name, data in images], fields)
-    return request(server, "POST", path, body, headers)
-
-
-def detect(server: Server, name: str, data: bytes, **fields) -> dict:
-    status, _, body = post_images(server, "/detect", [(name, data)], **fields)
-    assert status == 200, body[:500]
-    return json.loads(body)
 
 
 def assert_same_detections(got: dict, want: dict) -> None:
@@ -129,55 +74,12 @@ def edge(model_file) -> EdgeDetector:
     return EdgeDetector(model_file)
 
 
-def server_env(tmp: Path, model: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO4_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # run from tmp
-    env.update(BENTOML_HOME=str(tmp / "bentoml"), BENTOML_DO_NOT_TRACK="True", YOLO4_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB),
-               YOLO4_MAX_IMAGES=str(MAX_IMAGES))  # fmt: skip
-    if model is not None:
-        env["YOLO4_MODEL"] = str(model)
-    return env
-
-
-def serve_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "bentoml", "serve", "serving.service:Yolo4Http", "--host", "127.0.0.1",
-            "--port", str(port), "--working-dir", str(ROOT)]  # fmt: skip
-
-
-def yolo4_serve_command(model: Path, port: int) -> list[str]:
-    """``yolo4 serve``: checks the model, then becomes ``bentoml serve`` (same process)."""
-    return [sys.executable, "-m", "training.cli", "serve", "--onnx", str(model), "--port", str(port)]
-
-
 @pytest.fixture(scope="module")
 def server(model_file, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log = tmp / "server.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(yolo4_serve_command(model_file, port), stdout=f, stderr=subprocess.STDOUT, cwd=tmp,
-                                env=server_env(tmp, None), start_new_session=True)  # fmt: skip
-    srv = Server("127.0.0.1", port, proc, log)
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{srv.log_tail()}"
-        assert time.monotonic() < deadline, f"/readyz never answered 200:\n{srv.log_tail()}"
-        try:
-            if request(srv, "GET", "/readyz")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.3)
+    srv = start_server(yolo4_serve_command(model_file, free_port()), tmp, server_env(tmp, None))
     yield srv
-    if proc.poll() is None:  # test_clean_shutdown did not run (deselected) or failed
-        workers = psutil.Process(proc.pid).children(recursive=True)  # in process groups of their own
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            for p in [psutil.Process(proc.pid), *workers]:
-                p.kill()
-            proc.wait(timeout=30)
+    stop_server(srv)  # test_clean_shutdown did not run (deselected) or failed
 
 
 def test_grouped_thresholds_equal_separate_runtime_calls(edge, photo_bytes):
@@ -262,6 +164,7 @@ def test_info_health_and_metrics(server, edge):
     assert info["input_size"] == {"height": 256, "width": 256}
     assert info["precision"] == "fp32" and info["dynamic_batch"] is True and info["model_file"] == "nano256.onnx"
     assert info["version"] and info["runtime_threads"] >= 1
+    assert info["bundled"] is False and info["model_card"] is None  # a model given is not the bundled one
     assert request(server, "GET", "/healthz")[0] == 200
     assert request(server, "GET", "/readyz")[0] == 200
     status, _, body = request(server, "GET", "/metrics")
@@ -332,9 +235,19 @@ def test_requests_that_are_not_forms_or_too_large_streams(server, photo_bytes):
     assert detect(server, "person.jpg", photo_bytes["person"])["detections"] is not None
 
 
+def installation_without_model(tmp: Path) -> Path:
+    """The packages without ``serving/models/``: an installation that ships no model."""
+    root = tmp / "no-model"
+    for package in ("serving", "detector", "training", "data"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("models", "__pycache__"))
+    return root
+
+
 def test_no_model_configured_fails_at_startup_naming_the_variable(tmp_path):
-    env = server_env(tmp_path, None)
-    run = subprocess.run(serve_command(free_port()), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    root = installation_without_model(tmp_path)
+    env = {**server_env(tmp_path, None), "PYTHONPATH": str(root)}
+    run = subprocess.run(serve_command(free_port(), root), capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=120)  # fmt: skip
     assert run.returncode != 0 and "YOLO4_MODEL" in run.stdout + run.stderr
     # yolo4 serve stops before starting anything, and gets there without torch.
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
@@ -344,7 +257,7 @@ def test_no_model_configured_fails_at_startup_naming_the_variable(tmp_path):
     assert run.returncode == 2 and "YOLO4_MODEL" in run.stderr, run.stderr[-2000:]
 
 
-def test_bentoml_build_packs_the_service_and_the_model(model_file, tmp_path):
+def test_bentoml_build_packs_the_service_and_the_bundled_model(tmp_path):
     context = tmp_path / "context"
     context.mkdir()
     shutil.copy(ROOT / "bentofile.yaml", context / "bentofile.yaml")
@@ -352,32 +265,33 @@ def test_bentoml_build_packs_the_service_and_the_model(model_file, tmp_path):
         (context / package).mkdir()
         for source in (ROOT / package).glob("*.py"):
             shutil.copy(source, context / package / source.name)
-    (context / "serving" / "models").mkdir()
-    shutil.copy(model_file, context / "serving" / "models" / "model.onnx")
+    shutil.copytree(ROOT / "serving" / "models", context / "serving" / "models")
     env = server_env(tmp_path, None)
     run = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], capture_output=True, text=True,
                          cwd=context, env=env, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     name, version = re.search(r"__tag__:(\S+):(\S+)", run.stdout).groups()
     bento = tmp_path / "bentoml" / "bentos" / name / version
-    assert (bento / "src" / "serving" / "models" / "model.onnx").read_bytes() == model_file.read_bytes()
-    manifest = (bento / "bento.yaml").read_text()
-    assert "YOLO4_MODEL" in manifest and "serving.service:Yolo4Http" in manifest
-    # The bento's sources alone serve the model: no torch, nothing from the checkout.
+    for shipped in (ROOT / "serving" / "models").iterdir():
+        assert (bento / "src" / "serving" / "models" / shipped.name).read_bytes() == shipped.read_bytes()
+    assert "serving.service:Yolo4Http" in (bento / "bento.yaml").read_text()
+    # The bento's sources alone serve the bundled model: no torch, nothing from the checkout.
     code = ("import sys; sys.modules['torch'] = None\n"
             "import serving.service\n"
+            "from serving.settings import resolve_model_path\n"
             "from serving.runtime import EdgeDetector\n"
-            "print(EdgeDetector('serving/models/model.onnx').config.name)\n"
+            "path = resolve_model_path({})\n"
+            "print(EdgeDetector(path).config.name, path)\n"
             "for name, module in sorted(sys.modules.items()):\n"
             "    if name.split('.')[0] in ('serving', 'detector') and getattr(module, '__file__', None):\n"
             "        print(module.__file__)\n")  # fmt: skip
-    check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=bento / "src",
+    check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                            env={**env, "PYTHONPATH": str(bento / "src")}, timeout=120)  # fmt: skip
     assert check.returncode == 0, check.stderr[-2000:]
-    variant, *files = check.stdout.split()
+    variant, model_path, *files = check.stdout.split()
     assert variant == "yolov4-nano" and any(f.endswith("service.py") for f in files)
-    outside = [f for f in files if not Path(f).resolve().is_relative_to((bento / "src").resolve())]
-    assert not outside, f"imported from outside the bento: {outside}"
+    outside = [f for f in [model_path, *files] if not Path(f).resolve().is_relative_to((bento / "src").resolve())]
+    assert not outside, f"read from outside the bento: {outside}"
 
 
 def test_clean_shutdown(server):

@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="our .pt checkpoint, or a Darknet .weights with --cfg")
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--weights", required=required, help="our .pt checkpoint, or a Darknet .weights with --cfg")
     p.add_argument("--cfg", help="Darknet .cfg for a .weights file")
     p.add_argument("--names", help="class names, one per line (default: from the model, or COCO for 80 classes)")
 
@@ -18,17 +18,24 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from detector.predictor import Predictor, expand_image_paths
+    from detector.preprocess import expand_image_paths
     from detector.result_files import ResultWriter
 
     paths = expand_image_paths(args.images)
     if not paths:
         raise SystemExit("no images found in " + " ".join(args.images))
     size = (args.img, args.img) if args.img else None
-    predictor = Predictor.from_files(
-        args.weights, args.cfg, args.names, device=args.device, conf_threshold=args.conf,
-        iou_threshold=args.iou, max_detections=args.max_det, input_size=size,
-    )  # fmt: skip
+    if args.weights and args.onnx:
+        raise ValueError("give --weights or --onnx, not both")
+    if args.weights:
+        from detector.predictor import Predictor
+
+        predictor = Predictor.from_files(
+            args.weights, args.cfg, args.names, device=args.device, conf_threshold=args.conf,
+            iou_threshold=args.iou, max_detections=args.max_det, input_size=size,
+        )  # fmt: skip
+    else:
+        predictor = _onnx_predictor(args.onnx, args.conf, args.iou, args.max_det, size)
     out = ResultWriter(args.out)
     total = skipped = 0
     for start in tqdm(range(0, len(paths), args.batch), desc="detect", unit="batch", disable=len(paths) <= args.batch):
@@ -51,6 +58,32 @@ def cmd_detect(args: argparse.Namespace) -> int:
         + (f", {skipped} unreadable images skipped)" if skipped else ")")
     )
     return 1 if skipped == len(paths) else 0
+
+
+class _OnnxPredictor:
+    """The edge runtime behind ``yolo4 detect``'s predictor interface."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.input_size = runtime.input_size
+
+    def __call__(self, images):
+        return self.runtime.detect_batch(images)
+
+
+def _onnx_predictor(path: str | None, conf: float, iou: float, max_det: int, size) -> _OnnxPredictor:
+    """An exported model, or with no path the bundled one (saying so)."""
+    from serving.bundled import bundled_model_path, bundled_note
+    from serving.runtime import EdgeDetector
+
+    if path is None:
+        path = bundled_model_path()
+        if path is None:
+            raise ValueError("no model given and this installation has no bundled model: pass --weights or --onnx")
+        print(bundled_note(), file=sys.stderr)
+    runtime = EdgeDetector(path, conf_threshold=conf, iou_threshold=iou, max_detections=max_det, input_size=size)
+    return _OnnxPredictor(runtime)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -96,6 +129,15 @@ def _plain(obj):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if not args.weights:
+        from serving.bundled import bundled_model_path, describe_card, model_card
+
+        card = model_card()
+        if card is None:
+            raise ValueError("no model given and this installation has no bundled model: pass --weights")
+        print(describe_card(card))
+        print(f"\nfile        {bundled_model_path()}")
+        return 0
     from detector.loading import load_model
     from detector.model import count_parameters
 
@@ -144,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="detect objects in images; writes JSON + annotated images")
     p.add_argument("images", nargs="+", help="image files or folders")
-    _add_model_args(p)
+    _add_model_args(p, required=False)
+    p.add_argument("--onnx", help="an exported .onnx model (edge runtime); with neither this nor --weights: the bundled model")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (objectness x class)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300)
@@ -225,15 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("serve", help="HTTP detection service (BentoML) over an exported ONNX model")
-    p.add_argument("--onnx", help="FP32 or INT8 .onnx from yolo4 export / quantize (default: $YOLO4_MODEL)")
+    p.add_argument("--onnx", help="FP32 or INT8 .onnx from yolo4 export / quantize (default: $YOLO4_MODEL, else the bundled model)")
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per model worker (default: cores / workers)")
     p.add_argument("--workers", type=int, help="model worker processes (default 1)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("info", help="describe a model file")
-    _add_model_args(p)
+    p = sub.add_parser("info", help="describe a model file (no --weights: the bundled model's card)")
+    _add_model_args(p, required=False)
     p.set_defaults(func=cmd_info)
     return parser
 

@@ -95,6 +95,11 @@ def _has_split(data: str, split: str) -> bool:
 
 def evaluate_onnx(path: Path, dataset, threads: int | None, batch_size: int = 8) -> dict[str, float]:
     """COCO metrics of an ONNX file on ``dataset`` with the edge runtime (COCO settings)."""
+    return score_onnx(path, dataset, threads, batch_size).metrics
+
+
+def score_onnx(path: Path, dataset, threads: int | None, batch_size: int = 8):
+    """``CocoScores`` (metrics and per-class AP) of an ONNX file on ``dataset``."""
     import cv2
 
     from serving.runtime import EdgeDetector
@@ -117,7 +122,7 @@ def evaluate_onnx(path: Path, dataset, threads: int | None, batch_size: int = 8)
             raise ValueError(f"{unreadable[0]}: cannot read image")
         for sample, dets in zip(chunk, runtime.detect_batch(images)):
             results += detections_to_coco(sample.image_id, dets.boxes, dets.scores, dets.class_ids, gt.category_ids)
-    return evaluate_results(gt, results).metrics
+    return evaluate_results(gt, results)
 
 
 def compare_latency(models: dict[str, Path], image_path: Path, threads: int | None, runs: int) -> dict[str, float]:
