@@ -13,6 +13,7 @@ through ``serving.nms``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from detector.onnx_metadata import (
 )  # fmt: skip
 from detector.preprocess import as_bgr_image, boxes_to_original, check_contract, preprocess_batch
 
+from .bundled import bundled_model_path, bundled_note
 from .nms import select_detections
 
 
@@ -49,7 +51,8 @@ class EdgeDetector:
     """Runs an exported yolo4 ONNX file (FP32, INT8 or FP16; with or without in-graph NMS).
 
     Args:
-        model_path: the ``.onnx`` file written by ``yolo4 export`` / ``yolo4 quantize``.
+        model_path: the ``.onnx`` file written by ``yolo4 export`` / ``yolo4 quantize``;
+            None: the bundled BCCD model (``serving.bundled``; logged, and ``bundled`` is True).
         providers: ONNX Runtime execution providers (default: CPU).
         num_threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
         conf_threshold, iou_threshold, max_detections: post-processing, in-graph or numpy.
@@ -60,7 +63,7 @@ class EdgeDetector:
 
     def __init__(
         self,
-        model_path: str | Path,
+        model_path: str | Path | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
         conf_threshold: float = 0.25,
@@ -69,6 +72,12 @@ class EdgeDetector:
         input_size: tuple[int, int] | None = None,
         preprocess: PreprocessConfig | None = None,
     ):
+        self.bundled = model_path is None
+        if model_path is None:
+            model_path = bundled_model_path()
+            if model_path is None:
+                raise EdgeModelError("no model given and this installation has no bundled model")
+            logging.getLogger(__name__).info(bundled_note())
         self.model_path = Path(model_path)
         self.session = _open_session(self.model_path, providers, num_threads)
         self._metadata = _read_metadata(self.session, self.model_path)

@@ -73,6 +73,15 @@ def test_card_describes_the_shipped_files():
     assert (ROOT / "data" / "samples" / "README.md").read_text().count("Copyright (c) 2017 shenggan") == 1
 
 
+def test_edge_detector_without_a_path_is_the_bundled_model():
+    import cv2
+
+    runtime = EdgeDetector()
+    assert runtime.bundled and runtime.model_path == bundled_model_path()
+    check_sample_detections(runtime.detect(cv2.imread(str(SAMPLE_IMAGE))).to_dict())
+    assert EdgeDetector(bundled_model_path()).bundled is False  # a path given is taken as given
+
+
 def test_detect_edge_and_info_use_the_bundled_model(tmp_path):
     detect_run = run("training.cli", ["detect", str(SAMPLE_IMAGE), "--out", "detect"], tmp_path)
     assert detect_run.returncode == 0, detect_run.stderr[-2000:]
