@@ -53,3 +53,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, images_dir):
     run = yolo4("detect", images_dir, "--weights", tmp_path / "junk.pt", cwd=tmp_path)
     assert run.returncode == 2
     assert "not a readable yolo4 checkpoint" in run.stderr and "Traceback" not in run.stderr
+    run = yolo4("detect", images_dir, "--cfg", tmp_path / "yolov4.cfg", cwd=tmp_path)  # a cfg alone is not a model
+    assert run.returncode == 2 and "--cfg needs the Darknet --weights" in run.stderr and "Traceback" not in run.stderr
+    run = yolo4("detect", images_dir, "--weights", tmp_path / "junk.pt", "--onnx", tmp_path / "m.onnx", cwd=tmp_path)
+    assert run.returncode == 2 and "not both" in run.stderr

@@ -27,6 +27,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     size = (args.img, args.img) if args.img else None
     if args.weights and args.onnx:
         raise ValueError("give --weights or --onnx, not both")
+    if args.cfg and not args.weights:
+        raise ValueError("--cfg needs the Darknet --weights")
     if args.weights:
         from detector.predictor import Predictor
 
