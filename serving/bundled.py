@@ -72,7 +72,7 @@ def describe_card(card: dict[str, Any]) -> str:
         f"input {model['input_size']}"
     )
     training = card["training"]
-    lines.append(f"training    {training['epochs']} epochs, {training['wall_seconds']:.0f} s on {training['machine']}")
+    lines.append(f"training    {training['epochs']} epochs, {training['wall_seconds']:,.0f} s on {training['machine']}")
     lines.append(f"recipe      {training['recipe']}")
     lines.append(f"reproduce   {training['command']}")
     lines.append("")
@@ -92,6 +92,8 @@ def describe_card(card: dict[str, Any]) -> str:
     if card.get("peer"):
         peer = card["peer"]
         lines.append(f"peer        {peer['description']}")
+        if peer.get("same_split"):
+            lines.append(f"            {peer['same_split']}")
     for note in card.get("limitations", []):
         lines.append(f"limitation  {note}")
     return "\n".join(lines)

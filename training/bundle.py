@@ -50,6 +50,10 @@ PEER = {
     "map50": 0.813,
     "map50_95": 0.512,
     "wall_seconds": 1589,
+    # Measured here: the same YOLOv8n recipe trained on our train split in a separate venv,
+    # its predictions scored on val by `yolo4 eval --results` (pycocotools, like ours).
+    "same_split": "YOLOv8n trained on BCCD train (205 images), 30 epochs, scored on val by the same "
+    "pycocotools evaluator: mAP50 0.718 / mAP50-95 0.469",
 }
 
 
