@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -29,16 +28,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from darknet_files import write_random_weights  # noqa: E402
 from live_weights import make_live  # noqa: E402
-
-from detector.config import preset  # noqa: E402
-from detector.darknet_cfg import DarknetCfgWarning  # noqa: E402
-from detector.decode import DecodedModel  # noqa: E402
-from detector.export import export_onnx  # noqa: E402
-from detector.loading import load_darknet  # noqa: E402
-from detector.model import build_model  # noqa: E402
-from detector.preprocess import preprocess_batch  # noqa: E402
-from detector.quantize import calibration_inputs, quantize_int8  # noqa: E402
-from training.data_config import shared_root  # noqa: E402
+from yolo4.core.data_config import shared_root  # noqa: E402
+from yolo4.core.preprocess import preprocess_batch  # noqa: E402
+from yolo4.core.presets import preset  # noqa: E402
+from yolo4.detector.decode import DecodedModel  # noqa: E402
+from yolo4.detector.export import export_onnx  # noqa: E402
+from yolo4.detector.loading import load_darknet  # noqa: E402
+from yolo4.detector.model import build_model  # noqa: E402
+from yolo4.serving.quantize import calibration_inputs, quantize_int8  # noqa: E402
 
 
 def median_ms(fn, runs: int, warmup: int = 2) -> float:
@@ -68,7 +65,6 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=16)
     parser.add_argument("--models", nargs="+", default=["yolov4-nano", "yolov4-tiny", "yolov4"])
     args = parser.parse_args()
-    warnings.simplefilter("ignore", DarknetCfgWarning)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     shared = shared_root()

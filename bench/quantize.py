@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from live_weights import make_live  # noqa: E402
+from yolo4.core.data_config import shared_root  # noqa: E402
+from yolo4.core.presets import preset  # noqa: E402
+from yolo4.detector.export import export_onnx  # noqa: E402
+from yolo4.detector.model import build_model  # noqa: E402
+from yolo4.serving.quantize import calibration_inputs, quantize_int8  # noqa: E402
 
-from detector.config import preset  # noqa: E402
-from detector.export import export_onnx  # noqa: E402
-from detector.model import build_model  # noqa: E402
-from detector.quantize import calibration_inputs, quantize_int8  # noqa: E402
-from training.data_config import shared_root  # noqa: E402
-from training.export_cli import compare_latency  # noqa: E402
+from yolo4.serving.gate import compare_latency  # noqa: E402
 
 DEFAULT_MODELS = ["yolov4-nano:leaky", "yolov4-nano:relu", "yolov4-nano:mish", "yolov4-nano:silu", "yolov4-tiny:leaky"]
 

@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from serving.runtime import EdgeDetector  # noqa: E402
-from serving.settings import ServeSettings  # noqa: E402
+from yolo4.serving.runtime import EdgeDetector  # noqa: E402
+from yolo4.serving.settings import ServeSettings  # noqa: E402
 
 SHARED = Path(os.environ.get("YOLO4_SHARED", ROOT.parent / "shared"))
 MAX_CLIENTS, MAX_SECONDS = 64, 600
@@ -133,8 +133,7 @@ def batch_counters(host: str, port: int) -> tuple[float, float]:
 
 def export_demo_model(folder: Path, images: list[np.ndarray], size: int) -> Path:
     from live_weights import live_model, square_crop
-
-    from detector.export import export_onnx
+    from yolo4.detector.export import export_onnx
 
     model, config = live_model("yolov4-nano", [square_crop(im) for im in images], size, ("RBC", "WBC", "Platelets"))
     return export_onnx(model, config, folder / f"yolov4-nano-{size}.onnx", size, dynamic=True)
@@ -145,8 +144,8 @@ def start_server(model: Path, port: int, log: Path, threads: int | None) -> subp
     env["BENTOML_HOME"] = str(log.parent / "bentoml")
     if threads:
         env["YOLO4_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Yolo4Http",
-               "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]  # fmt: skip
+    command = [sys.executable, "-m", "bentoml", "serve", "yolo4.serving.service:Yolo4Http",
+               "--host", "127.0.0.1", "--port", str(port), "--working-dir", tempfile.mkdtemp()]  # fmt: skip
     with open(log, "wb") as f:
         return subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 

@@ -15,14 +15,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detector.config import preset  # noqa: E402
-from detector.model import build_model  # noqa: E402
-from training.augment import AugmentConfig  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.datasets import load_split  # noqa: E402
-from training.loader import TrainDataset, epoch_batches, make_loader  # noqa: E402
-from training.loss import yolo_loss  # noqa: E402
-from training.trainer import build_optimizer  # noqa: E402
+from yolo4.core.datasets import load_split  # noqa: E402
+from yolo4.core.presets import preset  # noqa: E402
+from yolo4.detector.model import build_model  # noqa: E402
+from yolo4.training.augment import AugmentConfig  # noqa: E402
+from yolo4.training.config import TrainConfig  # noqa: E402
+from yolo4.training.loader import TrainDataset, epoch_batches, make_loader  # noqa: E402
+from yolo4.training.loss import yolo_loss  # noqa: E402
+from yolo4.training.loss_config import loss_for  # noqa: E402
+from yolo4.training.setup import build_optimizer  # noqa: E402
 
 
 def main() -> None:
@@ -51,13 +52,13 @@ def main() -> None:
     model = build_model(config).train()
     optimizer = build_optimizer(model, TrainConfig(lr=0.001))
     batch = [dataset[i] for i in batches[0]]
-    from training.loader import collate
+    from yolo4.training.loader import collate
 
     images, targets = collate(batch, config.preprocess)
     step_times = []
     for step in range(args.steps + 1):
         start = time.perf_counter()
-        loss = yolo_loss(model(images), targets, config)["total"]
+        loss = yolo_loss(model(images), targets, config, loss_for(config))["total"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

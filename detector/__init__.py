@@ -1,6 +1,2 @@
-"""YOLOv4 model family: config, modules, decode, Darknet I/O and inference.
-
-Importing this package is cheap and torch-free; each submodule imports what it needs
-(``detector.preprocess`` and ``detector.draw`` never import torch, so the edge runtime
-can share them).
-"""
+"""The PyTorch side of the model: modules, decode, Darknet ``.cfg``/``.weights``, checkpoints,
+the predictor and ONNX export. Imports ``yolo4.core``; never ``yolo4.training`` or ``yolo4.serving``."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from .blocks import ConvBNAct, CSPStage, TinyCSPBlock, scale_channels, scale_depth
+from yolo4.detector.blocks import ConvBNAct, CSPStage, TinyCSPBlock, scale_channels, scale_depth
 
 # yolov4.cfg: stem of 32 channels, then five CSP stages (channels, residual units).
 CSPDARKNET53_STAGES = ((64, 1), (128, 2), (256, 8), (512, 8), (1024, 4))

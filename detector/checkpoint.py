@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from .config import ModelConfig
+from yolo4.core.config import ModelConfig
 
 FORMAT, VERSION = "yolo4", 1
 

@@ -9,38 +9,17 @@ cfg line, never a silently different network.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import HeadConfig, LossConfig, ModelConfig, PreprocessConfig, coco_class_names
+from yolo4.core.config import HeadConfig, ModelConfig, PreprocessConfig
+from yolo4.core.presets import coco_class_names
 
-# [yolo] keys mapped onto LossConfig (Darknet name -> our field).
-LOSS_KEYS = {
-    "iou_loss": "iou_loss",
-    "iou_normalizer": "iou_normalizer",
-    "cls_normalizer": "cls_normalizer",
-    "obj_normalizer": "obj_normalizer",
-    "iou_thresh": "iou_thresh",
-    "ignore_thresh": "ignore_thresh",
-    "label_smooth_eps": "label_smoothing",
-    "nms_kind": "nms_kind",
-    "beta_nms": "beta_nms",
-}
-# [yolo] keys that define the model itself.
+# [yolo] keys that define the model itself; the others are training keys (yolo4.training.loss_config).
 MODEL_KEYS = {"mask", "anchors", "classes", "num", "scale_x_y"}
-# Darknet's own defaults where yolov4.cfg leaves a key out (parser.c parse_yolo).
-DARKNET_LOSS_DEFAULTS = LossConfig(
-    iou_loss="mse", iou_normalizer=0.75, cls_normalizer=1.0, obj_normalizer=1.0,
-    iou_thresh=1.0, ignore_thresh=0.5, nms_kind="default", beta_nms=0.6,
-)  # fmt: skip
 
 
 class DarknetCfgError(ValueError):
-    pass
-
-
-class DarknetCfgWarning(UserWarning):
     pass
 
 
@@ -72,6 +51,10 @@ class DarknetTrainParams:
     hue: float = 0.0
     saturation: float = 1.0
     exposure: float = 1.0
+    # The [yolo] training keys (iou_normalizer, ignore_thresh, ...), the first head's value each;
+    # the trainer maps them onto its loss (yolo4.training.loss_config.darknet_loss).
+    yolo: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # heads that disagree on a training key
 
 
 def parse_cfg(path: str | Path) -> list[Section]:
@@ -120,30 +103,21 @@ def read_train_params(net: Section) -> DarknetTrainParams:
     )
 
 
-def _loss_config(path: Path, yolos: list[Section]) -> LossConfig:
-    values = {}
-    for dk, ours in LOSS_KEYS.items():
-        seen = {y.options[dk] for y in yolos if dk in y.options}
-        if len(seen) > 1:
-            warnings.warn(f"{path}: [yolo] heads disagree on {dk} ({sorted(seen)}); using the first", DarknetCfgWarning)
-        if seen:
-            raw = next(y.options[dk] for y in yolos if dk in y.options)
-            default = getattr(DARKNET_LOSS_DEFAULTS, ours)
-            values[ours] = raw if isinstance(default, str) else float(raw)
-    ignored: dict[str, list[int]] = {}
+def _yolo_training_keys(path: Path, yolos: list[Section]) -> tuple[dict[str, str], tuple[str, ...]]:
+    keys: dict[str, str] = {}
+    notes = []
     for y in yolos:
-        for key in y.options:
-            if key not in LOSS_KEYS and key not in MODEL_KEYS:
-                ignored.setdefault(key, []).append(y.line)
-    for key, lines in ignored.items():
-        if key == "new_coords" and any(y.get(key, "0") != "0" for y in yolos):
-            raise DarknetCfgError(f"{path}:{lines[0]}: new_coords=1 (Scaled-YOLOv4 decode) is not supported")
-        warnings.warn(
-            f"{path}: [yolo] key {key!r} (lines {', '.join(map(str, lines))}) is not used by our trainer; ignored",
-            DarknetCfgWarning,
-            stacklevel=3,
-        )
-    return dataclasses.replace(DARKNET_LOSS_DEFAULTS, **values)
+        for key, value in y.options.items():
+            if key in MODEL_KEYS:
+                continue
+            if key == "new_coords" and value != "0":
+                raise DarknetCfgError(f"{path}:{y.line}: new_coords=1 (Scaled-YOLOv4 decode) is not supported")
+            keys.setdefault(key, value)
+    for key in keys:
+        seen = sorted({y.options[key] for y in yolos if key in y.options})
+        if len(seen) > 1:
+            notes.append(f"{path}: [yolo] heads disagree on {key} ({', '.join(seen)}); training uses {keys[key]}")
+    return keys, tuple(notes)
 
 
 def _recognise(path: Path, sections: list[Section]) -> dict:
@@ -182,8 +156,8 @@ def _recognise(path: Path, sections: list[Section]) -> dict:
 
 def _depth_multiplier(path: Path, counts: list[int]) -> float:
     """A depth multiplier that reproduces the residual units counted per stage."""
-    from .backbone import CSPDARKNET53_STAGES
-    from .blocks import scale_depth
+    from yolo4.detector.backbone import CSPDARKNET53_STAGES
+    from yolo4.detector.blocks import scale_depth
 
     full = [n for _, n in CSPDARKNET53_STAGES]
     low, high = 0.0, float("inf")
@@ -213,7 +187,7 @@ def read_cfg(path: str | Path, class_names=None) -> tuple[ModelConfig, DarknetTr
         raise DarknetCfgError(f"{path}: cfg has {num_classes} classes but {len(class_names)} class names were given")
 
     arch = _recognise(path, sections)
-    from .neck import DARKNET_HEAD_ORDER  # the order [yolo] sections appear, as head indices
+    from yolo4.detector.neck import DARKNET_HEAD_ORDER  # the order [yolo] sections appear, as head indices
 
     head_order = DARKNET_HEAD_ORDER[arch["arch"]]
     if len(yolos) != len(head_order):
@@ -244,9 +218,9 @@ def read_cfg(path: str | Path, class_names=None) -> tuple[ModelConfig, DarknetTr
         heads=tuple(heads),
         # Darknet letterboxes with grey 0.5 and otherwise stretches; it feeds RGB / 255.
         preprocess=PreprocessConfig(resize="letterbox" if letterbox else "stretch", pad_value=127),
-        loss=_loss_config(path, yolos),
     )
-    return config, read_train_params(net)
+    yolo, notes = _yolo_training_keys(path, yolos)
+    return config, dataclasses.replace(read_train_params(net), yolo=yolo, notes=notes)
 
 
 def _activation(path: Path, name: str | None) -> str:
@@ -258,7 +232,7 @@ def _activation(path: Path, name: str | None) -> str:
 
 def check_against_model(path: str | Path, model) -> list[Section]:
     """Raise if the cfg's convolutions differ from ``model.darknet_convs()``; return them."""
-    from .blocks import ConvBNAct
+    from yolo4.detector.blocks import ConvBNAct
 
     path = Path(path)
     sections = parse_cfg(path)
@@ -285,3 +259,52 @@ def check_against_model(path: str | Path, model) -> list[Section]:
                 f"the {model.config.arch} architecture: {diff}"
             )
     return convs
+
+
+def write_cfg(original: str, config: ModelConfig) -> str:
+    """The cfg text for ``config``: ``original`` itself when the model still is what it
+    describes, else ``original`` with its ``[yolo]`` classes, anchors, masks and ``scale_x_y``
+    and the ``filters`` of each head's prediction convolution rewritten (a fine-tuned model:
+    other classes or anchors), so Darknet and OpenCV read the written ``.weights``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "original.cfg"
+        path.write_text(original)
+        described, _ = read_cfg(path, config.class_names if len(config.class_names) == _cfg_classes(path) else None)
+    if described.heads == config.heads and described.num_classes == config.num_classes:
+        return original
+    from yolo4.detector.neck import DARKNET_HEAD_ORDER
+
+    lines = original.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.strip().startswith("[")]
+    anchors = [a for head in config.heads for a in head.anchors]
+    anchor_text = ",  ".join(f"{w:g},{h:g}" for w, h in anchors)
+    per_head = config.num_anchors
+    yolo_headers = [i for i in headers if lines[i].strip().lower() == "[yolo]"]
+    # Last section first: lines inserted into a section move only the ones after it.
+    for yolo_start, head_index in reversed(list(zip(yolo_headers, DARKNET_HEAD_ORDER[config.arch]))):
+        head = config.heads[head_index]
+        end = next((i for i in headers if i > yolo_start), len(lines))
+        values = {"mask": ",".join(str(head_index * per_head + k) for k in range(per_head)), "anchors": anchor_text,
+                  "classes": str(config.num_classes), "num": str(len(anchors)), "scale_x_y": f"{head.scale_x_y:g}"}  # fmt: skip
+        _set_keys(lines, yolo_start, end, values)
+        conv_start = max(i for i in headers if i < yolo_start)
+        _set_keys(lines, conv_start, yolo_start, {"filters": str(per_head * (5 + config.num_classes))})
+    return "\n".join(lines) + "\n"
+
+
+def _cfg_classes(path: Path) -> int:
+    return int(next(s for s in parse_cfg(path) if s.kind == "yolo").get("classes", 80))
+
+
+def _set_keys(lines: list[str], start: int, end: int, values: dict[str, str]) -> None:
+    """Set ``key=value`` in the section ``lines[start:end]`` (in place; missing keys appended)."""
+    missing = dict(values)
+    for i in range(start + 1, end):
+        key = lines[i].split("#", 1)[0].split("=", 1)[0].strip()
+        if key in missing and "=" in lines[i]:
+            lines[i] = f"{key}={missing.pop(key)}"
+    last = max((i for i in range(start, end) if lines[i].strip()), default=start)
+    for offset, (key, value) in enumerate(missing.items(), start=1):
+        lines.insert(last + offset, f"{key}={value}")

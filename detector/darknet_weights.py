@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-
-from .blocks import ConvBNAct
-from .checkpoint import write_atomic
+from yolo4.detector.blocks import ConvBNAct
+from yolo4.detector.checkpoint import write_atomic
 
 
 class DarknetWeightsError(ValueError):

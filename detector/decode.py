@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from .config import ModelConfig
+from yolo4.core.config import ModelConfig
 
 
 def decode_head(raw: torch.Tensor, anchors: torch.Tensor, stride: float, scale_x_y: float) -> torch.Tensor:

@@ -21,12 +21,11 @@ import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
-
-from .checkpoint import write_atomic
-from .config import ModelConfig
-from .decode import DecodedModel
-from .onnx_metadata import INPUT_NAME, PREDICTIONS, build_metadata, decoded_layout, nms_layout
-from .onnx_nms import append_nms
+from yolo4.core.config import ModelConfig
+from yolo4.core.onnx_metadata import INPUT_NAME, PREDICTIONS, build_metadata, decoded_layout, nms_layout
+from yolo4.detector.checkpoint import write_atomic
+from yolo4.detector.decode import DecodedModel
+from yolo4.detector.onnx_nms import append_nms
 
 MISH_CLAMP = 20.0  # exp(20) squared fits float32; above it tanh(softplus(x)) rounds to 1 anyway
 DEFAULT_OPSET = 18  # the exporter's down-conversion to 17 breaks Split on yolov4-tiny

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from .blocks import ConvBNAct
+from yolo4.detector.blocks import ConvBNAct
 
 
 class YoloHead(nn.Module):

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from .checkpoint import load_checkpoint
-from .config import ModelConfig, read_class_names
-from .model import Yolo4, build_model
+from yolo4.core.config import ModelConfig, read_class_names
+from yolo4.detector.checkpoint import load_checkpoint
+from yolo4.detector.model import Yolo4, build_model
 
 
 @dataclass
@@ -23,8 +22,8 @@ class LoadedModel:
 
 def load_darknet(cfg: str | Path, weights: str | Path | None, names: str | Path | None = None) -> LoadedModel:
     """A model from a Darknet cfg (checked layer by layer) and optional ``.weights``."""
-    from .darknet_cfg import check_against_model, read_cfg
-    from .darknet_weights import load_darknet_weights
+    from yolo4.detector.darknet_cfg import check_against_model, read_cfg
+    from yolo4.detector.darknet_weights import load_darknet_weights
 
     class_names = read_class_names(names) if names else None
     config, train_params = read_cfg(cfg, class_names)

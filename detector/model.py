@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchvision.ops import DropBlock2d
-
-from .backbone import CSPDarknet53, TinyBackbone
-from .blocks import ConvBNAct, scale_channels
-from .config import ModelConfig
-from .head import YoloHead
-from .neck import PANet, TinyFPN
+from yolo4.core.config import ModelConfig
+from yolo4.detector.backbone import CSPDarknet53, TinyBackbone
+from yolo4.detector.blocks import ConvBNAct, scale_channels
+from yolo4.detector.head import YoloHead
+from yolo4.detector.neck import PANet, TinyFPN
 
 
 class Yolo4(nn.Module):

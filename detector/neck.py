@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from .blocks import SPP, ConvBNAct, ConvStack, scale_channels
-
+from yolo4.detector.blocks import SPP, ConvBNAct, ConvStack, scale_channels
 
 # Darknet cfgs declare the [yolo] layers in this order of our heads (ordered by stride).
 DARKNET_HEAD_ORDER = {"csp": (0, 1, 2), "tiny": (1, 0)}

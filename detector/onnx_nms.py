@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from .onnx_metadata import CONF_INPUT, DETECTIONS, IOU_INPUT, MAX_DET_INPUT, NUM_DETECTIONS
+from yolo4.core.onnx_metadata import CONF_INPUT, DETECTIONS, IOU_INPUT, MAX_DET_INPUT, NUM_DETECTIONS
 
 # [cx, cy, w, h] @ M = [cx - w/2, cy - h/2, cx + w/2, cy + h/2]: one MatMul, exact in float32
 # (every product is by 0, 1 or 0.5).

@@ -1,27 +1,22 @@
-"""Decoded predictions -> final detections: score threshold and class-aware NMS."""
+"""Decoded predictions -> final detections with torchvision's NMS; the same rules as the numpy
+``yolo4.core.nms.select_detections`` that the edge runtime runs (tests compare the two)."""
 
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms, box_convert, nms
+from torchvision.ops import batched_nms, box_convert
+from yolo4.core.config import Thresholds
+from yolo4.core.nms import MAX_CANDIDATES
 
 
-def postprocess(
-    predictions: torch.Tensor,
-    conf_threshold: float = 0.25,
-    iou_threshold: float = 0.45,
-    max_detections: int = 300,
-    class_agnostic: bool = False,
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def postprocess(predictions: torch.Tensor, thresholds: Thresholds) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Filter and suppress decoded predictions, per image.
 
     Args:
         predictions: ``(B, N, 5 + C)`` from ``DecodedModel``: cx, cy, w, h (input pixels),
             objectness, class probabilities.
-        conf_threshold: keep boxes whose ``objectness * class probability`` reaches this.
-        iou_threshold: NMS IoU; boxes of different classes never suppress each other unless
-            ``class_agnostic``.
-        max_detections: at most this many per image, highest score first.
+        thresholds: keep ``objectness * class probability >= conf`` (the best class, or with
+            ``multi_label`` every class), class-aware NMS at ``iou``, at most ``max_det``.
 
     Returns:
         One ``(boxes (K, 4) xyxy input pixels, scores (K,), class_ids (K,) int64)`` per image.
@@ -29,14 +24,17 @@ def postprocess(
     results = []
     for pred in predictions:  # (N, 5 + C)
         class_scores = pred[:, 5:] * pred[:, 4:5]  # (N, C)
-        scores, class_ids = class_scores.max(dim=1)
-        keep = scores >= conf_threshold
-        boxes = box_convert(pred[keep, :4], "cxcywh", "xyxy")
-        scores, class_ids = scores[keep], class_ids[keep]
-        if class_agnostic:
-            kept = nms(boxes, scores, iou_threshold)
+        if thresholds.multi_label:
+            index, class_ids = (class_scores >= thresholds.conf).nonzero(as_tuple=True)
+            scores = class_scores[index, class_ids]
         else:
-            kept = batched_nms(boxes, scores, class_ids, iou_threshold)
-        kept = kept[:max_detections]  # nms returns indices by decreasing score
+            scores, class_ids = class_scores.max(dim=1)
+            index = (scores >= thresholds.conf).nonzero(as_tuple=True)[0]
+            scores, class_ids = scores[index], class_ids[index]
+        if len(scores) > MAX_CANDIDATES:
+            top = torch.argsort(scores, descending=True, stable=True)[:MAX_CANDIDATES]
+            index, scores, class_ids = index[top], scores[top], class_ids[top]
+        boxes = box_convert(pred[index, :4], "cxcywh", "xyxy")
+        kept = batched_nms(boxes, scores, class_ids, thresholds.iou)[: thresholds.max_det]  # by decreasing score
         results.append((boxes[kept], scores[kept], class_ids[kept]))
     return results

@@ -1,17 +1,20 @@
-"""``Predictor``: images in, detections in original-image pixels out."""
+"""``Predictor``: images in, detections in original-image pixels out, with PyTorch.
+
+It has the interface of the ONNX ``yolo4.serving.runtime.EdgeDetector`` (``config``,
+``input_size``, ``detect``, ``detect_batch``), so detection and evaluation run either one.
+"""
 
 from __future__ import annotations
 
 from typing import Iterable
 
 import torch
-
-from .config import ModelConfig, PreprocessConfig
-from .decode import DecodedModel
-from .detections import Detections
-from .loading import load_model, select_device
-from .postprocess import postprocess
-from .preprocess import as_bgr_image, boxes_to_original, check_contract, expand_image_paths, preprocess_batch  # noqa: F401 (re-exported)
+from yolo4.core.config import DETECT, ModelConfig, PreprocessConfig, Thresholds
+from yolo4.core.detections import Detections
+from yolo4.core.preprocess import as_bgr_image, boxes_to_original, check_contract, preprocess_batch
+from yolo4.detector.decode import DecodedModel
+from yolo4.detector.loading import load_model, select_device
+from yolo4.detector.postprocess import postprocess
 
 
 class Predictor:
@@ -27,9 +30,7 @@ class Predictor:
         model: torch.nn.Module,
         config: ModelConfig,
         device: str | torch.device | None = None,
-        conf_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
-        max_detections: int = 300,
+        thresholds: Thresholds = DETECT,
         input_size: tuple[int, int] | None = None,
         preprocess: PreprocessConfig | None = None,
     ):
@@ -40,9 +41,7 @@ class Predictor:
             raise ValueError(f"input size {self.input_size} must be multiples of 32")
         self.device = select_device(device) if not isinstance(device, torch.device) else device
         self.model = DecodedModel(model, config).to(self.device).eval()
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+        self.thresholds = thresholds
 
     @classmethod
     def from_files(cls, weights, cfg=None, names=None, **kwargs) -> "Predictor":
@@ -50,13 +49,14 @@ class Predictor:
         return cls(loaded.model, loaded.config, **kwargs)
 
     @torch.inference_mode()
-    def predict_batch(self, images: list) -> list[Detections]:
+    def detect_batch(self, images: list) -> list[Detections]:
+        if not images:
+            return []
         bgr = [as_bgr_image(im) for im in images]
         batch, transforms = preprocess_batch(bgr, self.input_size, self.contract)
         predictions = self.model(torch.from_numpy(batch).to(self.device))
-        results = postprocess(predictions.float(), self.conf_threshold, self.iou_threshold, self.max_detections)
         out = []
-        for (boxes, scores, class_ids), transform in zip(results, transforms):
+        for (boxes, scores, class_ids), transform in zip(postprocess(predictions.float(), self.thresholds), transforms):
             class_ids = class_ids.cpu().numpy()
             out.append(
                 Detections(
@@ -69,11 +69,14 @@ class Predictor:
             )
         return out
 
+    def detect(self, image) -> Detections:
+        return self.detect_batch([image])[0]
+
     def __call__(self, images, batch_size: int = 8) -> list[Detections] | Detections:
         """One image -> ``Detections``; a list -> a list, run in batches of ``batch_size``."""
         if not isinstance(images, (list, tuple)):
-            return self.predict_batch([images])[0]
-        return [d for chunk in _chunks(images, batch_size) for d in self.predict_batch(chunk)]
+            return self.detect(images)
+        return [d for chunk in _chunks(images, batch_size) for d in self.detect_batch(chunk)]
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

@@ -1,1 +1,2 @@
-"""HTTP service and the torch-free ONNX edge runtime."""
+"""The ONNX side: the torch-free edge runtime, INT8 quantization and the BentoML HTTP service.
+Imports ``yolo4.core`` only (onnxruntime, never torch)."""

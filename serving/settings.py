@@ -1,12 +1,14 @@
-"""Service settings from environment variables, and the one place that picks the model file.
+"""Service settings from environment variables, and the one place that picks the model to serve.
 
-    YOLO4_MODEL=/path/model.onnx        the exported model (FP32 or INT8: point at either file);
-                                        unset: the bundled BCCD model (serving/models/)
+    YOLO4_MODEL=NAME or /path/model.onnx  a shipped model (yolo4 info lists them) or an exported
+                                        file (FP32 or INT8); unset: the default shipped model
+    YOLO4_PRECISION=auto                a shipped model's file: auto (measured here), fp32, int8
+    YOLO4_THREADS=N                     ONNX Runtime threads per model worker (default: measured
+                                        with one worker, cores / workers with more)
+    YOLO4_MODEL_WORKERS=1               model-service processes
     YOLO4_MAX_UPLOAD_MB=20              request body limit (413 above it)
     YOLO4_MAX_PIXELS=25000000           decoded image limit, checked from the header (413 above it)
     YOLO4_MAX_IMAGES=32                 images per /detect_batch request
-    YOLO4_THREADS=N                     ONNX Runtime threads per model worker (default: cores / workers)
-    YOLO4_MODEL_WORKERS=1               model-service processes
     YOLO4_MAX_BATCH=8                   adaptive batching: images per runtime call at most
     YOLO4_MAX_LATENCY_MS=10000          adaptive batching: a request waiting longer gets a 503
 
@@ -21,47 +23,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundled import bundled_model_path
+from yolo4.core.cpu import usable_cores
+from yolo4.serving import bundled
 
 MODEL_ENV = "YOLO4_MODEL"
 
 
 class ModelNotConfigured(ValueError):
-    """No usable model file: the message says how to give one."""
-
-
-def bundled_model() -> Path | None:
-    """The model shipped inside the package (``serving.bundled``), used when ``YOLO4_MODEL``
-    is not set; None in a checkout whose model files were removed."""
-    return bundled_model_path()
-
-
-def model_envs() -> list[dict[str, str]]:
-    """The ``envs`` of the model service: without a bundled model the variable is required,
-    and ``bentoml serve`` stops at once, naming it, when it is not set. With one it is optional
-    (no entry: a path baked in here would be the build machine's, wrong inside a bento)."""
-    return [{"name": MODEL_ENV}] if bundled_model() is None else []
-
-
-def resolve_model_path(environ: Mapping[str, str] = os.environ) -> Path:
-    """``$YOLO4_MODEL`` if set, else the bundled model; a clear error when there is neither."""
-    value = environ.get(MODEL_ENV, "").strip()
-    if value:
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ModelNotConfigured(f"{MODEL_ENV}={value}: no such model file")
-        return path
-    default = bundled_model()
-    if default is not None:
-        return default
-    raise ModelNotConfigured(
-        f"no model configured: set {MODEL_ENV}=/path/to/model.onnx (an FP32 or INT8 file from "
-        f"`yolo4 export` / `yolo4 quantize`), or run `yolo4 serve --onnx model.onnx`"
-    )
+    """No usable model: the message says how to give one."""
 
 
 @dataclass(frozen=True)
 class ServeSettings:
+    model: str | None = None  # a shipped model's name or a file; None: the default shipped model
+    precision: str = "auto"
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 25_000_000
     max_images: int = 32
@@ -74,32 +49,53 @@ class ServeSettings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServeSettings:
         default = cls()
         mb = _number(environ, "YOLO4_MAX_UPLOAD_MB", float, default.max_upload_bytes / 2**20)
-        threads = environ.get("YOLO4_THREADS")
         max_batch = _number(environ, "YOLO4_MAX_BATCH", int, default.max_batch)
         if max_batch < 2:
             raise ValueError(f"YOLO4_MAX_BATCH={max_batch}: adaptive batching needs at least 2")
+        precision = environ.get("YOLO4_PRECISION", "auto").strip() or "auto"
+        if precision not in ("auto", "fp32", "int8"):
+            raise ValueError(f"YOLO4_PRECISION={precision!r}: choose auto, fp32 or int8")
         return cls(
+            model=environ.get(MODEL_ENV, "").strip() or None,
+            precision=precision,
             max_upload_bytes=int(mb * 2**20),
             max_pixels=_number(environ, "YOLO4_MAX_PIXELS", int, default.max_pixels),
             max_images=_number(environ, "YOLO4_MAX_IMAGES", int, default.max_images),
-            threads=_number(environ, "YOLO4_THREADS", int, 0) if threads else None,
+            threads=_number(environ, "YOLO4_THREADS", int, 0) or None,
             model_workers=_number(environ, "YOLO4_MODEL_WORKERS", int, default.model_workers),
             max_batch=max_batch,
             max_latency_ms=_number(environ, "YOLO4_MAX_LATENCY_MS", int, default.max_latency_ms),
         )
 
-    def runtime_threads(self) -> int:
-        """ONNX Runtime intra-op threads per model worker: the usable cores shared out between
-        the workers, so that they do not oversubscribe the CPU."""
-        return self.threads or max(1, usable_cores() // self.model_workers)
+    def runtime_threads(self) -> int | None:
+        """ONNX Runtime threads per model worker: as set; with several workers the usable cores
+        shared out between them; with one, None (measured at start, ``yolo4.serving.choice``)."""
+        if self.threads or self.model_workers == 1:
+            return self.threads
+        return max(1, usable_cores() // self.model_workers)
+
+    def model_source(self) -> tuple[str | None, str | None]:
+        """(file, shipped model name): exactly one is set. Raises ``ModelNotConfigured``."""
+        value = self.model
+        if value and (value.lower().endswith(".onnx") or os.sep in value or Path(value).is_file()):
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ModelNotConfigured(f"{MODEL_ENV}={value}: no such model file")
+            return str(path), None
+        name = value or bundled.default_model_name()
+        if name is None:
+            raise ModelNotConfigured(
+                f"no model configured and this installation ships none: set {MODEL_ENV}=/path/to/model.onnx "
+                f"(an FP32 or INT8 file from `yolo4 export` / `yolo4 quantize`), or run `yolo4 serve --onnx model.onnx`"
+            )
+        bundled.card(name)  # an unknown name: ModelNotFound, naming the shipped ones
+        return None, name
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+def model_envs() -> list[dict[str, str]]:
+    """The ``envs`` of the model service: without a shipped model the variable is required, and
+    ``bentoml serve`` stops at once, naming it, when it is not set."""
+    return [{"name": MODEL_ENV}] if bundled.default_model_name() is None else []
 
 
 def _number(environ: Mapping[str, str], name: str, kind: type, default):

@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (darknet_files)
 
 SHARED = Path(os.environ.get("YOLO4_SHARED", ROOT.parent / "shared"))
+CI = bool(os.environ.get("CI"))  # .ci/run: what a test needs must be there, never skipped
 
 
 def shared_path(*parts: str) -> Path:
@@ -15,7 +16,7 @@ def shared_path(*parts: str) -> Path:
     tests that need it are skipped with the reason."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        if os.environ.get("CI"):
+        if CI:
             raise FileNotFoundError(f"{path} is missing: CI must have ../shared beside the checkout")
         pytest.skip(f"{path} not available (set YOLO4_SHARED)")
     return path

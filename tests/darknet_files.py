@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from detector.blocks import ConvBNAct
+from yolo4.detector.blocks import ConvBNAct
 
 
 def write_random_weights(model, path: Path, seed: int = 0, header=(0, 2, 5), seen: int = 32_013_312) -> int:

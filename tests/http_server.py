@@ -76,6 +76,7 @@ def server_env(tmp: Path, model: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO4_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # run from tmp
     env.update(BENTOML_HOME=str(tmp / "bentoml"), BENTOML_DO_NOT_TRACK="True", YOLO4_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB),
+               YOLO4_CACHE=str(tmp / "cache"),
                YOLO4_MAX_IMAGES=str(MAX_IMAGES))  # fmt: skip
     if model is not None:
         env["YOLO4_MODEL"] = str(model)
@@ -83,14 +84,14 @@ def server_env(tmp: Path, model: Path | None) -> dict[str, str]:
 
 
 def serve_command(port: int, root: Path = ROOT) -> list[str]:
-    return [sys.executable, "-m", "bentoml", "serve", "serving.service:Yolo4Http", "--host", "127.0.0.1",
+    return [sys.executable, "-m", "bentoml", "serve", "yolo4.serving.service:Yolo4Http", "--host", "127.0.0.1",
             "--port", str(port), "--working-dir", str(root)]  # fmt: skip
 
 
 def yolo4_serve_command(model: Path | None, port: int) -> list[str]:
     """``yolo4 serve``: checks the model, then becomes ``bentoml serve`` (same process); no
     model: the bundled one."""
-    return [sys.executable, "-m", "training.cli", "serve", "--port", str(port)] + (["--onnx", str(model)] if model else [])
+    return [sys.executable, "-m", "yolo4", "serve", "--port", str(port)] + (["--onnx", str(model)] if model else [])
 
 
 def start_server(command: list[str], tmp: Path, env: dict[str, str]) -> Server:

@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-
-from detector.preprocess import preprocess_batch
+from yolo4.core.preprocess import preprocess_batch
 
 
 @torch.no_grad()
@@ -75,8 +74,8 @@ def square_crop(image: np.ndarray) -> np.ndarray:
 
 def live_model(name: str, images: list[np.ndarray], size: int, class_names=None, seed: int = 0):
     """(model, config) of a preset with ``make_live`` weights; ``config.input_size`` = ``size``."""
-    from detector.config import preset
-    from detector.model import build_model
+    from yolo4.core.presets import preset
+    from yolo4.detector.model import build_model
 
     config = preset(name, class_names=class_names).replace(input_size=(size, size))
     return make_live(build_model(config), config, images, (size, size), seed), config

@@ -4,22 +4,21 @@ import pytest
 import torch
 from torch.nn import functional as F
 from torchvision.ops import complete_box_iou
-
-from detector.config import HeadConfig, LossConfig, ModelConfig
-from training.assign import anchor_shape_iou, assign_targets
-from training.loss import yolo_loss
+from yolo4.core.config import HeadConfig, ModelConfig
+from yolo4.training.assign import anchor_shape_iou, assign_targets
+from yolo4.training.loss import yolo_loss
+from yolo4.training.loss_config import LossConfig, loss_for
 
 # Two heads (strides 8 and 16), two anchors each, on a 64x64 input: grids 8x8 and 4x4.
 ANCHORS = [torch.tensor([[8.0, 8.0], [16.0, 8.0]]), torch.tensor([[24.0, 24.0], [48.0, 40.0]])]
 STRIDES, GRIDS = [8, 16], [(8, 8), (4, 4)]
 
 
-def config(iou_thresh=1.0, ignore_thresh=0.7, classes=2, **loss):
+def config(iou_thresh=1.0, ignore_thresh=0.7, classes=2, **loss) -> tuple[ModelConfig, LossConfig]:
+    """A toy model and its loss settings: ``yolo_loss(raws, targets, *config(...))``."""
     heads = tuple(HeadConfig(s, tuple(map(tuple, a.tolist())), 1.0) for s, a in zip(STRIDES, ANCHORS))
-    return ModelConfig(
-        name="toy", class_names=tuple(f"c{i}" for i in range(classes)), input_size=(64, 64), heads=heads,
-        loss=LossConfig(iou_thresh=iou_thresh, ignore_thresh=ignore_thresh, **loss),
-    )  # fmt: skip
+    model = ModelConfig(name="toy", class_names=tuple(f"c{i}" for i in range(classes)), input_size=(64, 64), heads=heads)
+    return model, LossConfig(iou_thresh=iou_thresh, ignore_thresh=ignore_thresh, **loss)
 
 
 def positives(assigned):
@@ -73,7 +72,7 @@ def test_empty_batch_has_only_background_objectness():
     cfg = config()
     torch.manual_seed(0)
     raws = [torch.randn(2, 2, h, w, 7) for h, w in GRIDS]
-    terms = yolo_loss(raws, torch.zeros(0, 6), cfg)
+    terms = yolo_loss(raws, torch.zeros(0, 6), *cfg)
     assert terms["box"] == 0 and terms["cls"] == 0 and terms["positives"] == 0
     expected = sum(F.softplus(r[..., 4]).sum() for r in raws) / 2  # BCE(x, 0) = softplus(x)
     assert terms["obj"].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -85,7 +84,7 @@ def test_loss_terms_by_hand_for_one_positive():
     raws = [torch.zeros(1, 2, h, w, 7) for h, w in GRIDS]
     raws[0][0, 1, 3, 2] = torch.tensor([0.3, -0.2, 0.1, 0.2, 1.0, 2.0, -1.0])
     target_box = torch.tensor([[12.0, 26.0, 28.0, 34.0]])
-    terms = yolo_loss(raws, torch.tensor([[0, 0, 12.0, 26.0, 28.0, 34.0]]), cfg)
+    terms = yolo_loss(raws, torch.tensor([[0, 0, 12.0, 26.0, 28.0, 34.0]]), *cfg)
     # Decoded prediction at that slot (scale_x_y = 1): centre in cell (2, 3), anchor (16, 8).
     cx, cy = (torch.sigmoid(torch.tensor(0.3)) + 2) * 8, (torch.sigmoid(torch.tensor(-0.2)) + 3) * 8
     w, h = 16 * math.exp(0.1), 8 * math.exp(0.2)
@@ -105,30 +104,30 @@ def test_predictions_overlapping_a_box_are_not_pushed_to_background():
     # Anchor 0 of the same cell predicts exactly the box (centre (20, 30), 16x8), confidently.
     raws[0][0, 0, 3, 2, :4] = torch.tensor([0.0, math.log(3.0), math.log(2.0), 0.0])
     raws[0][0, 0, 3, 2, 4] = 5.0
-    ignoring = yolo_loss(raws, targets, config(ignore_thresh=0.7))["obj"]
-    not_ignoring = yolo_loss(raws, targets, config(ignore_thresh=1.0))["obj"]
+    ignoring = yolo_loss(raws, targets, *config(ignore_thresh=0.7))["obj"]
+    not_ignoring = yolo_loss(raws, targets, *config(ignore_thresh=1.0))["obj"]
     assert not_ignoring - ignoring == pytest.approx(F.softplus(torch.tensor(5.0)).item(), rel=1e-4)
 
 
 def test_label_smoothing_and_unsupported_iou_loss():
     raws = [torch.zeros(1, 2, h, w, 7) for h, w in GRIDS]
     targets = torch.tensor([[0, 0, 12.0, 26.0, 28.0, 34.0]])
-    smooth = yolo_loss(raws, targets, config(label_smoothing=0.2, ignore_thresh=1.0))["cls"]
+    smooth = yolo_loss(raws, targets, *config(label_smoothing=0.2, ignore_thresh=1.0))["cls"]
     expected = F.binary_cross_entropy_with_logits(torch.zeros(2), torch.tensor([0.9, 0.1]), reduction="sum")
     assert smooth.item() == pytest.approx(expected.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="iou_loss 'mse'"):
-        yolo_loss(raws, targets, config(iou_loss="mse"))
+    with pytest.raises(ValueError, match="iou_loss must be one of"):
+        config(iou_loss="mse")
 
 
 def test_gradients_reach_every_head():
-    from detector.config import yolov4_nano
-    from detector.model import build_model
+    from yolo4.core.presets import yolov4_nano
+    from yolo4.detector.model import build_model
 
     cfg = yolov4_nano(class_names=["a", "b"], input_size=(128, 128))
     model = build_model(cfg)
     raws = model(torch.rand(2, 3, 128, 128))
     targets = torch.tensor([[0, 0, 10.0, 10.0, 30.0, 40.0], [1, 1, 20.0, 30.0, 120.0, 110.0]])
-    yolo_loss(raws, targets, cfg)["total"].backward()
+    yolo_loss(raws, targets, cfg, loss_for(cfg))["total"].backward()
     assert all(h.pred.weight.grad.abs().sum() > 0 for h in model.heads)
 
 
@@ -157,7 +156,7 @@ def test_mean_reduction_and_iou_objectness_by_hand():
                  iou_normalizer=0.05, obj_normalizer=0.7, cls_normalizer=0.3)  # fmt: skip
     raws = [torch.randn(2, 2, 8, 8, 7), torch.randn(2, 2, 4, 4, 7)]
     targets = torch.tensor([[0, 1, 12.0, 26.0, 28.0, 34.0]])  # one positive: head 0, image 0, anchor 1, cell (3, 2)
-    got = yolo_loss(raws, targets, cfg)
+    got = yolo_loss(raws, targets, *cfg)
     raw = raws[0][0, 1, 3, 2]
     sig = torch.sigmoid
     cx, cy = (sig(raw[0]) + 2) * 8, (sig(raw[1]) + 3) * 8

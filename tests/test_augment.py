@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-
-from detector.config import PreprocessConfig
-from training.augment import AugmentConfig, Augmenter
-from training.mixing import cutmix, mixup
+from yolo4.core.config import PreprocessConfig
+from yolo4.training.augment import AugmentConfig, Augmenter
+from yolo4.training.mixing import cutmix, mixup
 
 COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255)]  # BGR per class
 
@@ -60,7 +59,7 @@ def test_letterbox_path_matches_the_inference_contract():
     items = one_rectangle_images(1)
     augmenter = Augmenter(lambda i: items[i], 1, (128, 128), PreprocessConfig(pad_value=114), AugmentConfig())
     image, boxes, _ = augmenter.letterboxed(0)
-    from detector.preprocess import resize_image
+    from yolo4.core.preprocess import resize_image
 
     expected, _ = resize_image(items[0][0], (128, 128), PreprocessConfig(pad_value=114))
     np.testing.assert_array_equal(image, expected)
@@ -90,8 +89,8 @@ def test_mixup_blends_and_keeps_both_sets_of_boxes():
 
 def test_training_samples_are_reproducible_per_seed_epoch_and_index(tmp_path):
     from synthetic import write_voc
-    from training.datasets import load_split
-    from training.loader import TrainDataset
+    from yolo4.core.datasets import load_split
+    from yolo4.training.loader import TrainDataset
 
     samples = load_split(write_voc(tmp_path), "train").samples
     config = AugmentConfig(cutmix=0.5, mixup=0.5)

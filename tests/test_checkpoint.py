@@ -2,11 +2,10 @@ import pickle
 
 import pytest
 import torch
-
-from detector.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from detector.config import yolov4_nano
-from detector.loading import load_model
-from detector.model import build_model
+from yolo4.core.presets import yolov4_nano
+from yolo4.detector.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from yolo4.detector.loading import load_model
+from yolo4.detector.model import build_model
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path):

@@ -1,21 +1,11 @@
-import warnings
-
 import numpy as np
 import pytest
-
 from darknet_files import write_random_weights
-from detector.darknet_cfg import DarknetCfgError, DarknetCfgWarning, read_cfg
-from detector.darknet_weights import DarknetWeightsError, darknet_weights_bytes, parse_header
-from detector.loading import load_darknet
+from yolo4.detector.darknet_cfg import DarknetCfgError, read_cfg
+from yolo4.detector.darknet_weights import DarknetWeightsError, darknet_weights_bytes, parse_header
+from yolo4.detector.loading import load_darknet
 
 OFFICIAL_SIZES = {"yolov4": 257_717_640, "yolov4-tiny": 24_251_276}
-
-
-@pytest.fixture(autouse=True)
-def quiet_cfg_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DarknetCfgWarning)
-        yield
 
 
 @pytest.mark.parametrize("name", ["yolov4-tiny", "yolov4"])
@@ -99,20 +89,26 @@ def test_cfg_that_differs_from_the_architecture_names_the_line(darknet_dir, tmp_
         load_darknet(cfg, None)
 
 
-def test_cfg_keeps_training_keys_and_warns_about_ignored_ones(darknet_dir):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        config, train = read_cfg(darknet_dir / "yolov4.cfg")
-    loss = config.loss
+def test_cfg_keeps_training_keys_for_the_trainer(darknet_dir):
+    from yolo4.training.loss_config import darknet_loss
+
+    config, train = read_cfg(darknet_dir / "yolov4.cfg")
+    loss, ignored = darknet_loss(train.yolo)
     assert (loss.iou_loss, loss.iou_normalizer, loss.iou_thresh, loss.ignore_thresh) == ("ciou", 0.07, 0.213, 0.7)
-    assert (loss.nms_kind, loss.beta_nms) == ("greedynms", 0.6)
     assert [h.scale_x_y for h in config.heads] == [1.2, 1.1, 1.05]
     assert [h.anchors for h in config.heads][2] == ((142, 110), (192, 243), (459, 401))
     assert (train.momentum, train.decay, train.burn_in, train.mosaic) == (0.949, 0.0005, 1000, True)
     assert config.input_size == (608, 608) and config.preprocess.resize == "stretch"
-    messages = " ".join(str(w.message) for w in caught if issubclass(w.category, DarknetCfgWarning))
-    assert "'jitter'" in messages and "'max_delta'" in messages
-    assert "iou_thresh" not in messages  # kept, not ignored
+    assert {"jitter", "max_delta", "nms_kind"} <= set(ignored) and "iou_thresh" not in ignored
+    assert train.notes == ()  # the three heads agree on every training key
+
+
+def test_heads_that_disagree_on_a_training_key_are_reported(darknet_dir, tmp_path):
+    text = (darknet_dir / "yolov4.cfg").read_text()
+    cfg = tmp_path / "edited.cfg"
+    cfg.write_text(text.replace("ignore_thresh = .7", "ignore_thresh = .5", 1))
+    _, train = read_cfg(cfg)
+    assert len(train.notes) == 1 and "ignore_thresh" in train.notes[0] and ".5" in train.notes[0]
 
 
 def test_unsupported_cfg_is_a_clear_error(darknet_dir):

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-
 from synthetic import make_images, write_coco, write_voc, write_yolo
-from training.data_config import DataConfigError, load_data_config
-from training.datasets import DatasetError, load_split
+from yolo4.core.data_config import DataConfigError, load_data_config
+from yolo4.core.datasets import DatasetError, load_split
 
 
 @pytest.mark.parametrize("writer", [write_voc, write_coco, write_yolo])

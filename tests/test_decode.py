@@ -1,8 +1,7 @@
 import math
 
 import torch
-
-from detector.decode import decode_head
+from yolo4.detector.decode import decode_head
 
 
 def test_decode_matches_darknet_formula_by_hand():

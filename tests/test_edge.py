@@ -14,13 +14,12 @@ import torch
 from live_weights import live_model, square_crop
 from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops import nms as tv_nms
-
-from detector.config import PreprocessConfig
-from detector.export import export_onnx
-from detector.postprocess import postprocess
-from detector.preprocess import ContractMismatch
-from serving.nms import batched_nms, nms, select_detections
-from serving.runtime import EdgeDetector, EdgeModelError
+from yolo4.core.config import PreprocessConfig, Thresholds
+from yolo4.core.nms import batched_nms, nms, select_detections
+from yolo4.core.preprocess import ContractMismatch
+from yolo4.detector.export import export_onnx
+from yolo4.detector.postprocess import postprocess
+from yolo4.serving.runtime import EdgeDetector, EdgeModelError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -50,13 +49,19 @@ def test_select_detections_matches_torch_postprocess():
     pred = np.concatenate(
         [rng.uniform(20, 300, (n, 2)), rng.uniform(5, 80, (n, 2)), rng.uniform(0, 1, (n, 1 + c))], 1
     ).astype(np.float32)
-    (boxes, scores, classes), = postprocess(torch.from_numpy(pred)[None], 0.3, 0.45, 50)
-    ours = select_detections(pred, 0.3, 0.45, 50)
+    (boxes, scores, classes), = postprocess(torch.from_numpy(pred)[None], Thresholds(0.3, 0.45, 50))
+    ours = select_detections(pred, Thresholds(0.3, 0.45, 50))
     assert len(ours[1]) == len(scores) == 50  # the cap is reached: order matters
     np.testing.assert_allclose(ours[0], boxes.numpy(), atol=1e-4)
     np.testing.assert_allclose(ours[1], scores.numpy(), rtol=1e-6)
     np.testing.assert_array_equal(ours[2], classes.numpy())
-    assert select_detections(pred[:0], 0.3, 0.45, 50)[0].shape == (0, 4)
+    assert select_detections(pred[:0], Thresholds(0.3, 0.45, 50))[0].shape == (0, 4)
+    # multi-label: the same rules as torch
+    (boxes, scores, classes), = postprocess(torch.from_numpy(pred)[None], Thresholds(0.2, 0.45, 80, multi_label=True))
+    ours = select_detections(pred, Thresholds(0.2, 0.45, 80, multi_label=True))
+    assert len(ours[1]) == 80 and len(set(ours[2].tolist())) > 1
+    np.testing.assert_allclose(ours[1], scores.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(ours[2], classes.numpy())
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +107,7 @@ def test_edge_runtime_and_cli_import_no_torch(models, images_dir, tmp_path):
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
         "import cv2\n"
         "from serving.runtime import EdgeDetector\n"
-        "from serving.edge import main\n"
+        "from yolo4.edge import main\n"
         f"d = EdgeDetector({str(models[1])!r})\n"
         f"print(len(d.detect(cv2.imread({str(images_dir / 'dog.jpg')!r}))))\n"
         f"sys.exit(main([{str(models[0])!r}, {str(images_dir)!r}, {str(video)!r}, '--out', {str(out)!r}]))\n"

@@ -11,27 +11,31 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, shared_path
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-
-from conftest import ROOT, shared_path
-from detector.checkpoint import save_checkpoint
-from detector.config import preset
-from detector.model import build_model
-from detector.predictor import Predictor
-from training.coco_eval import (
-    METRIC_NAMES, EvalInputError, detections_to_coco, evaluate_results, ground_truth_from_json,
-    ground_truth_from_set, xyxy_to_coco_xywh,
+from yolo4.core.coco import (
+    METRIC_NAMES,
+    EvalInputError,
+    detections_to_coco,
+    evaluate_results,
+    ground_truth_from_json,
+    ground_truth_from_set,
+    xyxy_to_coco_xywh,
 )  # fmt: skip
-from training.datasets import load_split
-from training.evaluate import (
-    EvalSettings, check_class_mapping, check_images, evaluate_model, run_inference, shard_batches, torch_predictor,
-)  # fmt: skip
+from yolo4.core.config import COCO_EVAL
+from yolo4.core.datasets import load_split
+from yolo4.core.evaluate import check_images, class_mapping, run_inference, shard_batches
+from yolo4.core.presets import preset
+from yolo4.detector.checkpoint import save_checkpoint
+from yolo4.detector.model import build_model
+from yolo4.detector.predictor import Predictor
+from yolo4.training.validate import evaluate_model
 
 COCO_MINI_VAL = "annotations/instances_val2017.json"
 
 
-def yolo4(*args, cwd=ROOT, module=("-m", "training.cli"), env=None):
+def yolo4(*args, cwd=ROOT, module=("-m", "yolo4"), env=None):
     return subprocess.run([sys.executable, *module, *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env and {**os.environ, **env})  # fmt: skip
 
@@ -199,13 +203,12 @@ def test_images_without_annotations_count_their_false_positives(mixed_set, tmp_p
 
 def test_mixed_sizes_batched_equal_one_at_a_time_in_original_pixels(mixed_set, nano):
     model, config, _ = nano
-    settings = EvalSettings(batch_size=3)
-    batched = run_inference(torch_predictor(model, config, settings, "cpu"), mixed_set, mixed_set.category_ids, 3,
+    batched = run_inference(Predictor(model, config, "cpu", COCO_EVAL).detect_batch, mixed_set, mixed_set.category_ids, 3,
                             progress=False).results  # fmt: skip
-    predictor = Predictor(model, config, "cpu", conf_threshold=0.001, iou_threshold=0.65, max_detections=100)
+    predictor = Predictor(model, config, "cpu", COCO_EVAL)
     for s in mixed_set.samples:
         ours = [r for r in batched if r["image_id"] == s.image_id]
-        single = predictor.predict_batch([cv2.imread(str(s.image_path))])[0]  # batch of one, no padding to others
+        single = predictor.detect_batch([cv2.imread(str(s.image_path))])[0]  # batch of one, no padding to others
         assert len(ours) == len(single) == 100  # the cap, at conf 0.001
         np.testing.assert_allclose([r["score"] for r in ours], single.scores, atol=2e-5)
         np.testing.assert_allclose([r["bbox"] for r in ours], xyxy_to_coco_xywh(single.boxes), atol=2e-2)
@@ -237,7 +240,7 @@ def test_two_process_torchrun_equals_single_process_and_rescoring(coco_val, nano
     # kernels sum in a thread-count-dependent order (last-digit differences in a few boxes).
     single = yolo4(*common, "--out", tmp_path / "single", env={"OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr
-    torchrun = ("-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.cli")
+    torchrun = ("-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "yolo4")
     sharded = yolo4(*common, "--no-plots", "--out", tmp_path / "sharded", module=torchrun)
     assert sharded.returncode == 0, sharded.stderr
     assert "2 processes" in sharded.stdout and "79 images" in sharded.stdout
@@ -278,15 +281,31 @@ def test_bad_inputs_are_named(coco_val, tmp_path):
         evaluate_results(gt, [{**good, "image_id": 424242}])
     with pytest.raises(EvalInputError, match="not a COCO results file"):
         evaluate_results(gt, {"annotations": []})
-    with pytest.raises(EvalInputError, match=r"the model's class 3 \('d'\) has no category id"):
-        check_class_mapping(("a", "b", "c", "d"), ground_truth_from_set(load_split(ROOT / "data" / "bccd.yaml", "val")))
-    with pytest.raises(EvalInputError, match=r"category id 4 \('motorcycle'\) .* is unknown to the model"):
-        check_class_mapping(("a", "b", "c"), gt)
+    bccd = ground_truth_from_set(load_split(ROOT / "data" / "bccd.yaml", "val"))
+    with pytest.raises(EvalInputError, match=r"the model's 4 classes are not the 3 categories .*only in the model: "
+                                             r"a, b, c, d; only in the dataset: RBC, WBC, Platelets"):  # fmt: skip
+        class_mapping(("a", "b", "c", "d"), bccd)
+    with pytest.raises(EvalInputError, match=r"only in the dataset: .*motorcycle"):
+        class_mapping(("a", "b", "c"), gt)
 
     results = tmp_path / "results.json"
     results.write_text(json.dumps([{**good, "category_id": 91}]))
     run = yolo4("eval", "--data", "coco-mini", "--results", results, "--out", tmp_path / "out")
     assert run.returncode == 2 and "category_id 91" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_class_mapping_by_position_by_name_or_an_error(coco_val):
+    bccd = ground_truth_from_set(load_split(ROOT / "data" / "bccd.yaml", "val"))
+    same = class_mapping(("RBC", "WBC", "Platelets"), bccd)
+    assert same.category_ids == (1, 2, 3) and not same.by_name
+    swapped = class_mapping(("platelets", "RBC", "WBC"), bccd)  # another order, another case: by name
+    assert swapped.by_name and swapped.category_ids == (3, 1, 2)
+    # Darknet's coco.names (motorbike, aeroplane, sofa, tvmonitor...) is COCO's 80 classes.
+    from yolo4.core.presets import coco_class_names
+
+    darknet = class_mapping(coco_class_names(), ground_truth_from_set(coco_val))
+    assert darknet.category_ids == coco_val.category_ids and not darknet.by_name
+    assert any("motorbike" in note for note in darknet.notes)
 
 
 def test_missing_image_is_an_error_naming_the_file(tmp_path, nano):
@@ -302,7 +321,7 @@ def test_missing_image_is_an_error_naming_the_file(tmp_path, nano):
 
 
 def test_onnx_model_through_the_edge_runtime_matches_pytorch(mixed_set, nano, tmp_path):
-    from detector.export import export_onnx
+    from yolo4.detector.export import export_onnx
 
     model, config, _ = nano
     onnx_file = export_onnx(model, config, tmp_path / "nano.onnx", img_size=224)
@@ -310,9 +329,9 @@ def test_onnx_model_through_the_edge_runtime_matches_pytorch(mixed_set, nano, tm
     run = yolo4("eval", "--data", yaml, "--onnx", onnx_file, "--batch", "2", "--no-plots", "--out", tmp_path / "onnx")
     assert run.returncode == 0, run.stderr
     summary = json.loads((tmp_path / "onnx" / "summary.json").read_text())
-    assert summary["model"]["source"].endswith("(fp32)") and summary["images"] == 3
+    assert summary["model"]["source"].endswith("(fp32, ONNX Runtime)") and summary["images"] == 3
     onnx_results = json.loads((tmp_path / "onnx" / "results.json").read_text())
-    torch_results = run_inference(torch_predictor(model, config, EvalSettings(), "cpu"), mixed_set,
+    torch_results = run_inference(Predictor(model, config, "cpu", COCO_EVAL).detect_batch, mixed_set,
                                   mixed_set.category_ids, 2, progress=False).results  # fmt: skip
     for s in mixed_set.samples:
         # Scores, not boxes: a random model has many exactly tied scores, which the two NMS

@@ -9,15 +9,15 @@ import onnxruntime as ort
 import pytest
 import torch
 from live_weights import live_model, match_detections, square_crop
-
-from detector.decode import DecodedModel
-from detector.export import export_onnx
-from detector.onnx_metadata import parse_metadata
-from detector.postprocess import postprocess
-from detector.predictor import Predictor
-from detector.preprocess import preprocess_batch
-from detector.quantize import find_mish_nodes
-from serving.runtime import EdgeDetector
+from yolo4.core.config import Thresholds
+from yolo4.core.onnx_metadata import parse_metadata
+from yolo4.core.preprocess import preprocess_batch
+from yolo4.detector.decode import DecodedModel
+from yolo4.detector.export import export_onnx
+from yolo4.detector.postprocess import postprocess
+from yolo4.detector.predictor import Predictor
+from yolo4.serving.quantize import find_mish_nodes
+from yolo4.serving.runtime import EdgeDetector
 
 BCCD = ("RBC", "WBC", "Platelets")
 
@@ -134,7 +134,7 @@ def test_in_graph_nms_equals_pytorch_postprocess(nano, nano_nms, photos):
     runs = [({}, (0.3, 0.45, 300)), (fed, (0.5, 0.3, 4))]
     for overrides, (conf, iou, max_det) in runs:  # stored defaults, then thresholds fed at run time
         detections, counts = sess.run(["detections", "num_detections"], {"images": x, **overrides})
-        expected = postprocess(decoded, conf, iou, max_det)
+        expected = postprocess(decoded, Thresholds(conf, iou, max_det))
         assert detections.shape[0] == 3 and detections.shape[2] == 6 and detections.shape[1] <= max_det
         for rows, n, (boxes, scores, class_ids) in zip(detections, counts, expected):
             assert n == len(scores) > 0
@@ -165,8 +165,9 @@ def test_metadata_round_trip_and_single_file(nano, nano_nms):
 
 
 def test_export_command(nano, tmp_path):
-    from detector.checkpoint import save_checkpoint
-    from training.cli import main
+    from yolo4.detector.checkpoint import save_checkpoint
+
+    from yolo4.cli import main
 
     model, config = nano
     save_checkpoint(tmp_path / "m.pt", model, config, metrics={"mAP50": 0.5})

@@ -1,10 +1,10 @@
 import pytest
 import torch
-
-from detector.config import ModelConfig, preset, yolov4_nano, yolov4_tiny
-from detector.darknet_weights import count_values
-from detector.decode import DecodedModel
-from detector.model import build_model, count_parameters
+from yolo4.core.config import ModelConfig
+from yolo4.core.presets import preset, yolov4_nano, yolov4_tiny
+from yolo4.detector.darknet_weights import count_values
+from yolo4.detector.decode import DecodedModel
+from yolo4.detector.model import build_model, count_parameters
 
 # Exact trainable-parameter counts for 80 classes: a change here changes every model file.
 PARAMETERS = {

@@ -1,29 +1,24 @@
 """Our model vs OpenCV's Darknet importer (an implementation we did not write) on the same
 random Darknet weights and a real photo."""
 
-import warnings
 
 import cv2
 import numpy as np
 import pytest
 import torch
-
 from darknet_files import write_random_weights
-from detector.darknet_cfg import DarknetCfgWarning
-from detector.decode import DecodedModel
-from detector.loading import load_darknet
-from detector.neck import DARKNET_HEAD_ORDER
+from yolo4.detector.decode import DecodedModel
+from yolo4.detector.loading import load_darknet
+from yolo4.detector.neck import DARKNET_HEAD_ORDER
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory, darknet_dir):
     folder = tmp_path_factory.mktemp("weights")
     paths = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DarknetCfgWarning)
-        for name in ("yolov4-tiny", "yolov4"):
-            paths[name] = folder / f"{name}.weights"
-            write_random_weights(load_darknet(darknet_dir / f"{name}.cfg", None).model, paths[name], seed=7)
+    for name in ("yolov4-tiny", "yolov4"):
+        paths[name] = folder / f"{name}.weights"
+        write_random_weights(load_darknet(darknet_dir / f"{name}.cfg", None).model, paths[name], seed=7)
     return paths
 
 
@@ -37,9 +32,7 @@ def test_decoded_outputs_match_opencv(name, size, weights, darknet_dir, images_d
     net.setInput(blob)
     theirs = net.forward(net.getUnconnectedOutLayersNames())  # per [yolo] in cfg order: (H*W*A, 5+C)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DarknetCfgWarning)
-        loaded = load_darknet(cfg, weights[name])
+    loaded = load_darknet(cfg, weights[name])
     with torch.no_grad():
         ours = DecodedModel(loaded.model, loaded.config).eval()(torch.from_numpy(blob))[0].numpy()
 

@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from detector.config import PreprocessConfig, yolov4_nano
-from detector.postprocess import postprocess
-from detector.predictor import Predictor
-from detector.preprocess import ContractMismatch, boxes_to_original, resize_image
+from yolo4.core.config import PreprocessConfig, Thresholds
+from yolo4.core.preprocess import ContractMismatch, boxes_to_original, resize_image
+from yolo4.core.presets import yolov4_nano
+from yolo4.detector.postprocess import postprocess
+from yolo4.detector.predictor import Predictor
 
 
 def test_letterbox_geometry_and_inverse_by_hand():
@@ -42,20 +42,26 @@ def test_nms_suppresses_overlaps_of_one_class_only():
         [150, 150, 20, 20, 0.6, 1.0, 0.0],  # far away: kept
         [10, 10, 4, 4, 0.2, 1.0, 0.0],  # below the threshold
     ])  # fmt: skip
-    boxes, scores, classes = postprocess(preds, conf_threshold=0.25, iou_threshold=0.45)[0]
+    boxes, scores, classes = postprocess(preds, Thresholds(conf=0.25, iou=0.45))[0]
     assert scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
     assert classes.tolist() == [0, 1, 0]
     assert boxes[0].tolist() == [40, 40, 60, 60]
-    agnostic = postprocess(preds, 0.25, 0.45, class_agnostic=True)[0]
-    assert agnostic[1].tolist() == pytest.approx([0.9, 0.6])
-    assert len(postprocess(preds, 0.25, 0.45, max_detections=2)[0][1]) == 2
+    assert len(postprocess(preds, Thresholds(0.25, 0.45, max_det=2))[0][1]) == 2
+
+
+def test_multi_label_keeps_a_box_for_every_class_above_the_threshold():
+    preds = _predictions([[50, 50, 20, 20, 0.9, 0.5, 0.4], [150, 150, 20, 20, 0.9, 0.9, 0.1]])
+    _, scores, classes = postprocess(preds, Thresholds(conf=0.3, multi_label=True))[0]
+    assert scores.tolist() == pytest.approx([0.81, 0.45, 0.36]) and classes.tolist() == [0, 0, 1]
+    _, scores, classes = postprocess(preds, Thresholds(conf=0.3))[0]  # one class per box
+    assert scores.tolist() == pytest.approx([0.81, 0.45]) and classes.tolist() == [0, 0]
 
 
 def test_score_is_objectness_times_class_probability():
     preds = _predictions([[50, 50, 20, 20, 0.5, 0.4, 0.6]])
-    _, scores, classes = postprocess(preds, conf_threshold=0.29)[0]
+    _, scores, classes = postprocess(preds, Thresholds(conf=0.29))[0]
     assert scores.tolist() == pytest.approx([0.3]) and classes.tolist() == [1]
-    assert len(postprocess(preds, conf_threshold=0.31)[0][1]) == 0
+    assert len(postprocess(preds, Thresholds(conf=0.31))[0][1]) == 0
 
 
 class OneBoxModel(torch.nn.Module):

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import onnx
 import pytest
 from conftest import shared_path
 from live_weights import live_model, make_live, square_crop
-
-from detector.config import preset
-from detector.export import export_onnx
-from detector.model import build_model
-from detector.onnx_metadata import parse_metadata
-from detector.quantize import (
+from yolo4.core.nms import box_iou_one_to_many
+from yolo4.core.onnx_metadata import parse_metadata
+from yolo4.core.presets import preset
+from yolo4.detector.export import export_onnx
+from yolo4.detector.model import build_model
+from yolo4.serving.quantize import (
     calibration_inputs,
     convert_fp16,
     find_float_region,
@@ -21,8 +23,7 @@ from detector.quantize import (
     name_nodes,
     quantize_int8,
 )  # fmt: skip
-from serving.nms import box_iou_one_to_many
-from serving.runtime import EdgeDetector
+from yolo4.serving.runtime import EdgeDetector
 
 DECODE_OPS = {"Sigmoid", "Exp", "CumSum", "NonMaxSuppression", "TopK"}  # CumSum: grids of --dynamic files
 
@@ -155,23 +156,39 @@ def test_fp16_runs_close_to_fp32_with_float32_decode(fp32, bccd_images, tmp_path
 
 
 def test_quantize_command(fp32, tmp_path, capsys, monkeypatch):
-    from training import export_cli
-    from training.cli import main
+    from yolo4.core.cpu import describe_cpu
+    from yolo4.serving import gate
+
+    from yolo4.cli import main
 
     out = tmp_path / "int8.onnx"
     args = ["quantize", "--onnx", str(fp32), "--data", "bccd", "--calib-images", "8", "--eval-images", "8",
             "--runs", "3", "--out", str(out)]  # fmt: skip
-    assert main(args) == 0
+    assert main(args + ["--max-map-drop", "100"]) == 0
     report = capsys.readouterr().out
-    for line in ("mAP50 ", "mAP50-95", "latency ms", "file MB", "calibrated on 8 train images"):
+    for line in ("mAP50 ", "mAP50-95", "latency ms", "file MB", "calibrated on 8 train images", describe_cpu()):
         assert line in report
-    assert EdgeDetector(out).precision == "int8"
+    assert EdgeDetector(out).precision == "int8" and EdgeDetector(out).metadata["quantization"] == "u8s8-7bit"
     again = ["quantize", "--onnx", str(out), "--data", "bccd", "--out", str(tmp_path / "x.onnx")]
     assert main(again) == 2  # an INT8 input is refused
 
-    # The mAP gate, with the scores of a real drop (evaluation replaced; the rest runs as is)
-    fake = {"fp32.onnx": {"mAP50": 0.80, "mAP50-95": 0.50}, "int8.onnx": {"mAP50": 0.785, "mAP50-95": 0.49}}
-    monkeypatch.setattr(export_cli, "evaluate_onnx", lambda path, *a, **k: fake[path.name])
-    assert main(args + ["--max-map-drop", "2"]) == 0
-    assert main(args + ["--max-map-drop", "1"]) == 1
-    assert "INT8 loses 1.50 points of mAP50 (limit 1.0)" in capsys.readouterr().err
+    # The gate, on by default, with the scores of a real drop (scoring replaced; the rest runs as is)
+    class Scores:
+        def __init__(self, map50):
+            self.metrics = {"mAP50": map50, "mAP50-95": map50 / 2}
+
+    fake = {fp32.name: Scores(0.80), out.name: Scores(0.785)}
+    monkeypatch.setattr(gate, "score_file", lambda path, *a, **k: fake[Path(path).name])
+    assert main(args + ["--max-map-drop", "2"]) == 0 and out.exists()
+    assert main(args) == 1
+    assert "INT8 loses 1.50 points of mAP50 on this CPU (limit 1.0)" in capsys.readouterr().err
+    assert not out.exists()  # a refused file is not left behind
+
+
+def test_quantize_refuses_a_class_mismatch_before_calibrating(fp32, tmp_path, capsys):
+    from yolo4.cli import main
+
+    out = tmp_path / "int8.onnx"
+    assert main(["quantize", "--onnx", str(fp32), "--data", "coco-mini", "--out", str(out)]) == 2
+    err = capsys.readouterr()
+    assert "not the 80 categories" in err.err and "calibrate" not in err.err + err.out and not out.exists()

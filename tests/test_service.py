@@ -20,14 +20,24 @@ import numpy as np
 import psutil
 import pytest
 from http_server import (
-    MAX_IMAGES, MAX_UPLOAD_MB, ROOT, detect, free_port, multipart, post_images, request, serve_command, server_env,
-    start_server, stop_server, yolo4_serve_command,
+    MAX_IMAGES,
+    MAX_UPLOAD_MB,
+    ROOT,
+    detect,
+    free_port,
+    multipart,
+    post_images,
+    request,
+    serve_command,
+    server_env,
+    start_server,
+    stop_server,
+    yolo4_serve_command,
 )  # fmt: skip
 from live_weights import live_model, match_detections, square_crop
-
-from detector.export import export_onnx
-from serving.jobs import detect_grouped
-from serving.runtime import EdgeDetector
+from yolo4.core.config import DETECT, Thresholds
+from yolo4.detector.export import export_onnx
+from yolo4.serving.runtime import EdgeDetector
 
 BCCD = ("RBC", "WBC", "Platelets")
 PHOTOS = ("dog", "eagle", "giraffe", "horses", "person")
@@ -82,14 +92,18 @@ def server(model_file, tmp_path_factory):
     stop_server(srv)  # test_clean_shutdown did not run (deselected) or failed
 
 
-def test_grouped_thresholds_equal_separate_runtime_calls(edge, photo_bytes):
+def test_one_network_run_serves_every_threshold_setting(edge, photo_bytes):
+    """What the model service does with an adaptive batch: one ``infer`` for every image, then
+    each image's own thresholds; equal to a separate runtime per setting."""
     images = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in photo_bytes.values()]
-    settings = [(0.25, 0.45, 300), (0.5, 0.3, 5), (0.25, 0.45, 300), (0.1, 0.7, 50), (0.5, 0.3, 5)]
-    grouped = detect_grouped(edge, images, settings)
-    for image, (conf, iou, max_det), got in zip(images, settings, grouped):
-        want = EdgeDetector(edge.model_path, conf_threshold=conf, iou_threshold=iou, max_detections=max_det).detect(image)
-        assert_same_detections(got.to_dict(), want.to_dict())
-    assert (edge.conf_threshold, edge.iou_threshold, edge.max_detections) == (0.25, 0.45, 300)  # untouched
+    settings = [Thresholds(0.25, 0.45, 300), Thresholds(0.5, 0.3, 5), Thresholds(0.25, 0.45, 300),
+                Thresholds(0.1, 0.7, 50), Thresholds(0.5, 0.3, 5)]  # fmt: skip
+    prepared = [edge.prepare(image) for image in images]
+    raws = edge.infer([resized for resized, _ in prepared])
+    for image, setting, raw, (_, transform) in zip(images, settings, raws, prepared):
+        want = EdgeDetector(edge.model_path, thresholds=setting).detect(image)
+        assert_same_detections(edge.finish(raw, transform, setting).to_dict(), want.to_dict())
+    assert edge.thresholds == DETECT  # untouched
 
 
 def test_detect_equals_the_edge_runtime(server, edge, model_file, photo_bytes, images_dir):
@@ -169,6 +183,10 @@ def test_info_health_and_metrics(server, edge):
     assert request(server, "GET", "/readyz")[0] == 200
     status, _, body = request(server, "GET", "/metrics")
     assert status == 200 and b"bentoml_service_request_total" in body
+    status, _, body = request(server, "GET", "/docs.json")  # BentoML's API page documents the upload routes
+    paths = json.loads(body)["paths"]
+    assert status == 200 and {"/detect", "/detect_batch", "/render", "/info"} <= set(paths)
+    assert "image" in paths["/detect"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
 
 
 def oversize(photo: bytes) -> bytes:
@@ -236,10 +254,12 @@ def test_requests_that_are_not_forms_or_too_large_streams(server, photo_bytes):
 
 
 def installation_without_model(tmp: Path) -> Path:
-    """The packages without ``serving/models/``: an installation that ships no model."""
+    """The yolo4 package laid out as an install, without ``serving/models/``: one that ships no model."""
     root = tmp / "no-model"
-    for package in ("serving", "detector", "training", "data"):
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("models", "__pycache__"))
+    ignore = shutil.ignore_patterns("models", "__pycache__")
+    shutil.copytree(ROOT / "yolo4", root / "yolo4", ignore=ignore)
+    for folder in ("core", "detector", "training", "serving", "data"):
+        shutil.copytree(ROOT / folder, root / "yolo4" / folder, ignore=ignore)
     return root
 
 
@@ -251,47 +271,54 @@ def test_no_model_configured_fails_at_startup_naming_the_variable(tmp_path):
     assert run.returncode != 0 and "YOLO4_MODEL" in run.stdout + run.stderr
     # yolo4 serve stops before starting anything, and gets there without torch.
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "from training.cli import main\n"
+            "from yolo4.cli import main\n"
             "sys.exit(main(['serve', '--port', '1']))\n")  # fmt: skip
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert run.returncode == 2 and "YOLO4_MODEL" in run.stderr, run.stderr[-2000:]
 
 
-def test_bentoml_build_packs_the_service_and_the_bundled_model(tmp_path):
+def test_bentoml_build_packs_the_service_and_the_shipped_models(tmp_path):
+    import zipfile
+
+    import yolo4
+
     context = tmp_path / "context"
     context.mkdir()
     shutil.copy(ROOT / "bentofile.yaml", context / "bentofile.yaml")
-    for package in ("serving", "detector"):
-        (context / package).mkdir()
-        for source in (ROOT / package).glob("*.py"):
-            shutil.copy(source, context / package / source.name)
-    shutil.copytree(ROOT / "serving" / "models", context / "serving" / "models")
+    assert f"dist/yolo4-{yolo4.__version__}-py3-none-any.whl" in (context / "bentofile.yaml").read_text()
     env = server_env(tmp_path, None)
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(context / "dist"), str(ROOT)], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert wheel.returncode == 0, wheel.stderr
     run = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], capture_output=True, text=True,
                          cwd=context, env=env, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     name, version = re.search(r"__tag__:(\S+):(\S+)", run.stdout).groups()
     bento = tmp_path / "bentoml" / "bentos" / name / version
+    assert "yolo4.serving.service:Yolo4Http" in (bento / "bento.yaml").read_text()
+    (packed,) = (bento / "env" / "python" / "wheels").glob("yolo4-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(packed) as z:
+        z.extractall(site)
     for shipped in (ROOT / "serving" / "models").iterdir():
-        assert (bento / "src" / "serving" / "models" / shipped.name).read_bytes() == shipped.read_bytes()
-    assert "serving.service:Yolo4Http" in (bento / "bento.yaml").read_text()
-    # The bento's sources alone serve the bundled model: no torch, nothing from the checkout.
+        assert (site / "yolo4" / "serving" / "models" / shipped.name).read_bytes() == shipped.read_bytes()
+    # The bento's own wheel serves the default model: no torch, nothing from the checkout.
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import serving.service\n"
-            "from serving.settings import resolve_model_path\n"
-            "from serving.runtime import EdgeDetector\n"
-            "path = resolve_model_path({})\n"
-            "print(EdgeDetector(path).config.name, path)\n"
+            "import yolo4.serving.service\n"
+            "from yolo4.serving.settings import ServeSettings\n"
+            "from yolo4.serving.choice import open_model\n"
+            "detector, _ = open_model(*ServeSettings().model_source())\n"
+            "print(detector.config.name, detector.model_path)\n"
             "for name, module in sorted(sys.modules.items()):\n"
-            "    if name.split('.')[0] in ('serving', 'detector') and getattr(module, '__file__', None):\n"
+            "    if name.split('.')[0] == 'yolo4' and getattr(module, '__file__', None):\n"
             "        print(module.__file__)\n")  # fmt: skip
     check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                           env={**env, "PYTHONPATH": str(bento / "src")}, timeout=120)  # fmt: skip
+                           env={**env, "PYTHONPATH": str(site), "YOLO4_CACHE": str(tmp_path / "cache")}, timeout=120)  # fmt: skip
     assert check.returncode == 0, check.stderr[-2000:]
     variant, model_path, *files = check.stdout.split()
-    assert variant == "yolov4-nano" and any(f.endswith("service.py") for f in files)
-    outside = [f for f in [model_path, *files] if not Path(f).resolve().is_relative_to((bento / "src").resolve())]
-    assert not outside, f"read from outside the bento: {outside}"
+    assert any(f.endswith("service.py") for f in files)
+    outside = [f for f in [model_path, *files] if not Path(f).resolve().is_relative_to(site.resolve())]
+    assert not outside, f"read from outside the bento's wheel: {outside}"
 
 
 def test_clean_shutdown(server):

@@ -8,11 +8,10 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-from detector.checkpoint import load_checkpoint
 from synthetic import write_voc
-from training.config import TrainConfig, apply_overrides
-from training.trainer import fit
+from yolo4.detector.checkpoint import load_checkpoint
+from yolo4.training.config import TrainConfig, apply_overrides
+from yolo4.training.trainer import fit
 
 STILL = ["augment.mosaic=0", "augment.flip=0", "augment.hue=0", "augment.saturation=0", "augment.brightness=0",
          "augment.scale=1,1", "augment.translate=0"]  # fmt: skip
@@ -90,7 +89,7 @@ def test_sigkill_mid_run_then_resume(data, tmp_path):
     reference = _final_state(tmp_path / "straight" / "weights" / "last.pt")
 
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "training.cli", "train", "--data", str(data), "--img", "96", "--batch", "2",
+    args = [sys.executable, "-m", "yolo4", "train", "--data", str(data), "--img", "96", "--batch", "2",
             "--workers", "0", "--epochs", "50", "--out", str(out), "--set", "val_every=0", "warmup_epochs=0.5",
             "lr=0.002", "dropblock=0.2", "augment.cutmix=0.5", "save_every=1"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -104,7 +103,7 @@ def test_sigkill_mid_run_then_resume(data, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert 2 <= load_checkpoint(last)["progress"]["iteration"] < 12
-    run = subprocess.run([sys.executable, "-m", "training.cli", "train", "--resume", str(last), "--set", "max_iters=12"],
+    run = subprocess.run([sys.executable, "-m", "yolo4", "train", "--resume", str(last), "--set", "max_iters=12"],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     model, ema, progress = _final_state(last)
@@ -121,7 +120,7 @@ def _ddp_worker(rank, world, port, data, out, results):
 
 
 def test_two_gloo_processes_end_with_identical_weights(data, tmp_path):
-    from detector.model import build_model
+    from yolo4.detector.model import build_model
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

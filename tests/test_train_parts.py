@@ -3,12 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from training.anchors import kmeans_anchors, mean_best_iou
-from training.config import TrainConfig, apply_overrides, load_hyp
-from training.ema import ModelEMA
-from training.schedule import dropblock_probability, learning_rate
-from training.trainer import apply_darknet_recipe, build_optimizer
+from yolo4.training.anchors import kmeans_anchors, mean_best_iou
+from yolo4.training.config import TrainConfig, apply_overrides, load_hyp
+from yolo4.training.ema import ModelEMA
+from yolo4.training.schedule import dropblock_probability, learning_rate
+from yolo4.training.setup import apply_darknet_recipe, build_optimizer
 
 
 def test_overrides_are_typed_and_checked(tmp_path):
@@ -28,11 +27,14 @@ def test_overrides_are_typed_and_checked(tmp_path):
 
 
 def test_darknet_recipe_applies_unless_overridden(darknet_dir):
-    from detector.darknet_cfg import read_cfg
+    from yolo4.detector.darknet_cfg import read_cfg
 
     _, recipe = read_cfg(darknet_dir / "yolov4-tiny.cfg")
-    config = apply_darknet_recipe(TrainConfig(momentum=0.95, lr=0.05), vars(recipe))
+    config = apply_darknet_recipe(apply_overrides(TrainConfig(), ["momentum=0.95", "lr=0.05"]), vars(recipe))
     assert (config.lr, config.momentum) == (0.05, 0.95)  # set by the user: kept
+    # A default given deliberately is kept too (it would otherwise look like "not set").
+    deliberate = apply_darknet_recipe(apply_overrides(TrainConfig(), ["lr=0.002", "optimizer=adamw"]), vars(recipe))
+    assert (deliberate.lr, deliberate.optimizer, deliberate.momentum) == (0.002, "adamw", 0.9)
     assert (config.warmup_iters, config.weight_decay) == (1000, 0.0005)
     config = apply_darknet_recipe(TrainConfig(), vars(recipe))
     assert (config.optimizer, config.lr, config.momentum) == ("sgd", 0.00261, 0.9)  # yolov4-tiny.cfg's own values
@@ -50,8 +52,8 @@ def test_learning_rate_schedule():
 
 
 def test_no_weight_decay_on_batchnorm_and_biases():
-    from detector.config import yolov4_nano
-    from detector.model import build_model
+    from yolo4.core.presets import yolov4_nano
+    from yolo4.detector.model import build_model
 
     model = build_model(yolov4_nano())
     decayed, free = build_optimizer(model, TrainConfig(weight_decay=5e-4)).param_groups
@@ -81,22 +83,22 @@ def test_kmeans_recovers_clusters():
 
 def test_fresh_models_get_k_means_anchors_of_their_dataset(tmp_path):
     from synthetic import write_voc
-    from training.anchors import kmeans_anchors
-    from training.datasets import load_split
-    from training.trainer import initial_model
+    from yolo4.core.datasets import load_split
+    from yolo4.training.anchors import kmeans_anchors
+    from yolo4.training.setup import initial_model
 
     train = load_split(write_voc(tmp_path, count=6), "train")
-    model, config, _ = initial_model(TrainConfig(img_size=128, anchors="auto"), train, None)
+    config = initial_model(TrainConfig(img_size=128, anchors="auto"), train).config
     wh = np.concatenate([(s.boxes[:, 2:] - s.boxes[:, :2]) * (128 / 128) for s in train.samples])
     expected = kmeans_anchors(wh.astype(np.float64), 9).round(1)
     assert np.allclose([a for h in config.heads for a in h.anchors], expected)
     assert [h.stride for h in config.heads] == [8, 16, 32]
-    _, preset_config, _ = initial_model(TrainConfig(img_size=128, anchors="preset"), train, None)
+    preset_config = initial_model(TrainConfig(img_size=128, anchors="preset"), train).config
     assert preset_config.heads[0].anchors[0] == (round(12 * 128 / 608, 1), round(16 * 128 / 608, 1))
 
 
 def test_multiscale_rescales_images_and_boxes_together():
-    from training.trainer import random_rescale
+    from yolo4.training.multiscale import random_rescale
 
     images = torch.zeros(2, 3, 128, 96)
     images[0, :, 32:64, 48:72] = 1.0  # a bright box at x 48-72, y 32-64

@@ -13,11 +13,9 @@ from typing import Callable
 
 import cv2
 import numpy as np
-
-from detector.config import PreprocessConfig
-from detector.preprocess import resize_image
-
-from .mixing import cutmix, mixup, random_cutmix_rect
+from yolo4.core.config import PreprocessConfig
+from yolo4.core.preprocess import resize_image
+from yolo4.training.mixing import cutmix, mixup, random_cutmix_rect
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # albumentations' version-check chatter

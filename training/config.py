@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from detector.config import LossConfig
-
-from .augment import AugmentConfig
+from yolo4.training.augment import AugmentConfig
+from yolo4.training.loss_config import LossConfig
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "data/bccd.yaml"
+    data: str | None = None  # a dataset YAML (data/bccd.yaml) or a shipped name (bccd): required
     train_split: str = "train"
     val_split: str = "val"
     model: str = "yolov4-nano"  # a preset name, or a Darknet .cfg (then --weights is its .weights)
@@ -56,7 +54,8 @@ class TrainConfig:
     dropblock: float = 0.1  # final DropBlock drop probability, ramped up from 0
     close_mosaic: float = 0.2  # last fraction of epochs without Mosaic/CutMix/MixUp (YOLOv8: 10 of 30-100)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: dict[str, Any] = field(default_factory=dict)  # overrides of the model's LossConfig
+    loss_form: str = "auto"  # darknet | scaled | auto (yolo4.training.loss_config.loss_for)
+    loss: dict[str, Any] = field(default_factory=dict)  # overrides of the LossConfig fields
     seed: int = 0
     device: str | None = None
     out: str = "runs/train/exp"
@@ -65,13 +64,31 @@ class TrainConfig:
     sync_bn: bool = False  # CUDA + several processes only
     strict_data: bool = False  # fail on the first dataset problem instead of skipping
     max_iters: int = 0  # stop (resumably) after this many iterations; the schedule still spans all epochs
+    # The settings the user gave (command line, --hyp, apply_overrides), so that a deliberate
+    # default is honoured too (over a Darknet cfg's recipe, or on resume); None: not tracked,
+    # anything that differs from the default counts as given.
+    given: frozenset[str] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.loss_form not in ("auto", "darknet", "scaled"):
+            raise ValueError(f"loss_form must be auto, darknet or scaled, got {self.loss_form!r}")
+
+    def was_given(self, key: str) -> bool:
+        """Did the user set ``key`` (a field name)?"""
+        if self.given is not None:
+            return key in self.given
+        return getattr(self, key) != getattr(TrainConfig(), key)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain builtins (a checkpoint entry); what the user gave is not part of the run."""
+        raw = dataclasses.asdict(self)
+        raw.pop("given")
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
         raw = dict(raw)
+        raw.pop("given", None)
         augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("augment", {}).items()})
         raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
         return cls(**raw, augment=augment)
@@ -91,8 +108,10 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any] | list[str]) 
             key, value = item.split("=", 1)
             pairs[key.strip()] = value.strip()
         overrides = pairs
+    given = set(config.given or ())
     for key, value in overrides.items():
         group, _, name = key.partition(".")
+        given.add(group if name else key)
         if group == "loss" and name:
             value = _convert(key, value, _field_type(LossConfig, name, "loss"))
             config = dataclasses.replace(config, loss={**config.loss, name: value})
@@ -102,8 +121,10 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any] | list[str]) 
         elif key in ("augment", "loss"):
             raise ValueError(f"set {key} settings one by one, e.g. {key}.<name>=value")
         else:
+            if key == "given":
+                raise ValueError("given is recorded, not set")
             config = dataclasses.replace(config, **{key: _convert(key, value, _field_type(TrainConfig, key, "training"))})
-    return config
+    return dataclasses.replace(config, given=frozenset(given))
 
 
 def _field_type(cls, name: str, what: str):

@@ -6,12 +6,10 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-
-from detector.config import PreprocessConfig
-from detector.preprocess import to_input_tensor
-
-from .augment import AugmentConfig, Augmenter, Example
-from .datasets import Sample
+from yolo4.core.config import PreprocessConfig
+from yolo4.core.datasets import Sample
+from yolo4.core.preprocess import to_input_tensor
+from yolo4.training.augment import AugmentConfig, Augmenter, Example
 
 
 class TrainDataset(Dataset):

@@ -19,17 +19,16 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 from torchvision.ops import box_convert, box_iou, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
-
-from detector.config import LossConfig, ModelConfig
-from detector.decode import decode_head
-
-from .assign import assign_targets
+from yolo4.core.config import ModelConfig
+from yolo4.detector.decode import decode_head
+from yolo4.training.assign import assign_targets
+from yolo4.training.loss_config import LossConfig
 
 BOX_LOSSES = {"ciou": complete_box_iou_loss, "diou": distance_box_iou_loss, "giou": generalized_box_iou_loss}
 
 
 def yolo_loss(
-    raws: list[torch.Tensor], targets: torch.Tensor, config: ModelConfig, loss: LossConfig | None = None
+    raws: list[torch.Tensor], targets: torch.Tensor, config: ModelConfig, loss: LossConfig
 ) -> dict[str, torch.Tensor]:
     """Loss of one batch.
 
@@ -37,14 +36,11 @@ def yolo_loss(
         raws: the model's raw maps, per head ``(B, A, H, W, 5 + C)``.
         targets: ``(M, 6)`` rows ``[image index, class, x1, y1, x2, y2]`` in input pixels.
         config: the model's config (anchors, strides, ``scale_x_y``).
-        loss: loss settings; the model's own (from its Darknet cfg or preset) by default.
+        loss: loss settings (``yolo4.training.loss_config.loss_for``).
 
     Returns:
         ``{"box", "obj", "cls", "total"}`` scalars (per image, or means) and ``"positives"`` (count).
     """
-    loss = loss or config.loss
-    if loss.iou_loss not in BOX_LOSSES:
-        raise ValueError(f"iou_loss {loss.iou_loss!r} is not supported for training; use ciou, diou or giou")
     box_loss_fn = BOX_LOSSES[loss.iou_loss]
     batch = raws[0].shape[0]
     device = raws[0].device

@@ -21,9 +21,10 @@ class RunDir:
         if enabled:
             self.weights.mkdir(parents=True, exist_ok=True)
 
-    def write_config(self, train_config, model_config) -> None:
+    def write_config(self, train_config, model_config, loss_config) -> None:
         if self.enabled:
-            text = yaml.safe_dump({"train": _plain(train_config.to_dict()), "model": _plain(model_config.to_dict())}, sort_keys=False)
+            text = yaml.safe_dump({"train": _plain(train_config.to_dict()), "model": _plain(model_config.to_dict()),
+                                   "loss": _plain(loss_config.to_dict())}, sort_keys=False)  # fmt: skip
             (self.path / "config.yaml").write_text(text)
 
     def log(self, row: dict) -> None:

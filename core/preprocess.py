@@ -1,19 +1,17 @@
 """The pre-processing contract, implemented once with numpy + OpenCV (no torch).
 
-Training, evaluation, export calibration, the predictor, the HTTP service and the edge
+Training, evaluation, quantization calibration, the predictor, the HTTP service and the edge
 runtime all call these functions with the ``PreprocessConfig`` stored in the model file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
-
-from .config import PreprocessConfig
+from yolo4.core.config import PreprocessConfig
+from yolo4.core.image_io import read_image
 
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST, "area": cv2.INTER_AREA}
 
@@ -84,15 +82,14 @@ def boxes_to_original(boxes: np.ndarray, transform: ResizeTransform) -> np.ndarr
 
 
 def as_bgr_image(image) -> np.ndarray:
-    """A path, an ``(H, W[, C])`` numpy array (BGR, as OpenCV reads) or a PIL image -> BGR uint8."""
+    """A path, an ``(H, W[, C])`` numpy array (BGR, as OpenCV reads) or a PIL image -> BGR uint8,
+    as displayed (``yolo4.core.image_io``)."""
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        path = image
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{path}: cannot read image (missing file or not an image)")
-        return image
-    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing PIL
-        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
+        return read_image(image)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image: turned as displayed, like read_image
+        from PIL import ImageOps
+
+        return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(image).convert("RGB"))[..., ::-1])
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a path, numpy array or PIL image, got {type(image).__name__}")
     if image.dtype != np.uint8:
@@ -116,20 +113,3 @@ def check_contract(model: PreprocessConfig, requested: PreprocessConfig | None) 
         if getattr(model, f.name) != getattr(requested, f.name)
     ]
     raise ContractMismatch("pre-processing differs from the model's contract (" + "; ".join(diffs) + ")")
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to their images (sorted, non-recursive)."""
-    paths = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return paths

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-
-from .datasets import DetectionSet
+from yolo4.core.datasets import DetectionSet
 
 # The order of ``COCOeval.stats``.
 METRIC_NAMES = (

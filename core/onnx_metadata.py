@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .config import ModelConfig
+from yolo4.core.config import ModelConfig
 
 FORMAT, FORMAT_VERSION = "yolo4-onnx", 1
 PRECISIONS = ("fp32", "int8", "fp16")

@@ -1,9 +1,14 @@
 """An exported FP32 yolo4 ONNX file -> static INT8 (QDQ) or FP16, the decode kept in float.
 
 INT8 follows ONNX Runtime's recipe: ``quant_pre_process`` (shape inference + graph
-optimisation), then ``quantize_static`` in QDQ format with per-channel signed 8-bit weights and
-unsigned 8-bit activations (signed activations ran slower than FP32 on our CPUs), calibrated on
-arrays pre-processed exactly as at inference (``calibration_inputs``).
+optimisation), then ``quantize_static`` in QDQ format, calibrated on arrays pre-processed
+exactly as at inference (``calibration_inputs``), with one of ``SCHEMES``. The default,
+``u8s8-7bit`` (uint8 activations, per-channel symmetric int8 weights in 7 bits: ORT's
+``reduce_range``), gives the same answers on every x86 CPU: ONNX Runtime's U8S8 kernels for
+AVX2 and AVX-512 without VNNI multiply with VPMADDUBSW, which saturates the sum of two
+products at int16 (255 x 127 x 2 > 32767), while the VNNI, AMX and ARM kernels accumulate in
+int32. With 7-bit weights the pair sum stays below 255 x 64 x 2 = 32640, so every kernel
+computes the same integers (measured: README, "Quantize").
 
 What stays in float is found from the graph, not from node names: the heads' last
 convolutions are the ``Conv`` nodes with no ``Conv`` downstream, and everything downstream of
@@ -21,16 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import cv2
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
-from .config import ModelConfig
-from .onnx_metadata import INPUT_NAME, parse_metadata
-from .preprocess import preprocess_batch
+from yolo4.core.config import ModelConfig
+from yolo4.core.image_io import read_image
+from yolo4.core.onnx_metadata import INPUT_NAME, parse_metadata
+from yolo4.core.preprocess import preprocess_batch
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# name -> (activation type, weight type, 7-bit weights). See the module docstring.
+SCHEMES = {
+    "u8s8-7bit": ("uint8", "int8", True),
+    "u8s8": ("uint8", "int8", False),  # exact only on VNNI / AMX / ARM: saturates on AVX2
+    "u8u8": ("uint8", "uint8", False),  # exact everywhere, slower than FP32 for small models on AVX-512
+    "s8s8": ("int8", "int8", False),
+}
+DEFAULT_SCHEME = "u8s8-7bit"
 
 
 @dataclass(frozen=True)
@@ -111,10 +123,7 @@ def calibration_inputs(image_paths: Iterable[str | Path], config: ModelConfig) -
     """``(1, 3, H, W)`` float32 network inputs, pre-processed per the model's contract at its
     input size: what the runtime feeds at inference."""
     for path in image_paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{path}: cannot read calibration image")
-        batch, _ = preprocess_batch([image], config.input_size, config.preprocess)
+        batch, _ = preprocess_batch([read_image(path)], config.input_size, config.preprocess)
         yield batch
 
 
@@ -134,6 +143,7 @@ def quantize_int8(
     calibration: Iterable[np.ndarray],
     method: str = "minmax",
     float_head_convs: bool = True,
+    scheme: str = DEFAULT_SCHEME,
 ) -> FloatRegion:
     """Static INT8 quantization (QDQ) of an FP32 yolo4 file.
 
@@ -145,6 +155,7 @@ def quantize_int8(
         method: calibration method, one of ``CALIBRATION_METHODS``.
         float_head_convs: keep the heads' last convolutions in float too (their outputs go
             through ``exp`` into box sizes).
+        scheme: one of ``SCHEMES`` (stored in the file's ``quantization`` metadata).
 
     Returns:
         The nodes kept in float.
@@ -152,6 +163,8 @@ def quantize_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     original = read_model(model_path)
@@ -175,20 +188,22 @@ def quantize_int8(
             )
         onnx.save(model, str(prepared))
         quantized = Path(tmp) / "quantized.onnx"
+        activations, weights, seven_bits = SCHEMES[scheme]
+        types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         excluded = list(region.tail) + list(find_mish_nodes(model))
         excluded += list(region.head_convs) if float_head_convs else []
         quantize_static(
             str(prepared), str(quantized), _Reader(calibration),
             quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            activation_type=types[activations], weight_type=types[weights], reduce_range=seven_bits,
             nodes_to_exclude=excluded,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": weights == "int8"},
         )  # fmt: skip
         result = onnx.load(str(quantized))
     shorten_names(result.graph)
-    _save_with_precision(result, metadata.props, "int8", out_path)
+    _save_with_precision(result, {**metadata.props, "quantization": scheme}, "int8", out_path)
     return region
 
 

@@ -1,4 +1,4 @@
-"""Score threshold and class-aware NMS in numpy: ``detector.postprocess`` without torch.
+"""Score threshold and class-aware NMS in numpy: ``yolo4.detector.postprocess`` without torch.
 
 The edge runtime applies this to files exported without in-graph NMS. Semantics follow
 ``torchvision.ops.nms`` / ``batched_nms`` (a box is suppressed when its IoU with a kept box
@@ -8,6 +8,9 @@ of the same class is above ``iou_threshold``; results by decreasing score), in f
 from __future__ import annotations
 
 import numpy as np
+from yolo4.core.config import Thresholds
+
+MAX_CANDIDATES = 30_000  # boxes that enter NMS at most
 
 
 def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -60,25 +63,43 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, io
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
-def select_detections(
-    predictions: np.ndarray, conf_threshold: float, iou_threshold: float, max_detections: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image's decoded predictions -> final detections (as ``detector.postprocess``).
+def candidates(class_scores: np.ndarray, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (box index, score, class) pairs that reach ``thresholds.conf``: the best class of each
+    box, or with ``multi_label`` every class above the threshold; at most ``MAX_CANDIDATES``,
+    the highest scoring (YOLOv5's ``max_nms``), so a threshold of 0.001 stays tractable.
+
+    Args:
+        class_scores: ``(N, C)`` objectness x class probability.
+    """
+    conf = np.float32(thresholds.conf)
+    if thresholds.multi_label:
+        index, class_ids = np.nonzero(class_scores >= conf)
+        scores = class_scores[index, class_ids]
+    else:
+        class_ids = class_scores.argmax(axis=1)
+        scores = class_scores[np.arange(len(class_ids)), class_ids]
+        index = np.flatnonzero(scores >= conf)
+        scores, class_ids = scores[index], class_ids[index]
+    if len(scores) > MAX_CANDIDATES:
+        top = np.argsort(-scores, kind="stable")[:MAX_CANDIDATES]
+        index, scores, class_ids = index[top], scores[top], class_ids[top]
+    return index, scores.astype(np.float32), class_ids.astype(np.int64)
+
+
+def select_detections(predictions: np.ndarray, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's decoded predictions -> final detections (as ``yolo4.detector.postprocess``).
 
     Args:
         predictions: ``(N, 5 + C)``: cx, cy, w, h (input pixels), objectness, class probabilities.
+        thresholds: score threshold, NMS IoU, detection cap, one or every class per box.
 
     Returns:
         ``boxes (K, 4)`` float32 xyxy input pixels, ``scores (K,)`` float32, ``class_ids (K,)``
-        int64, by decreasing score, ``K <= max_detections``.
+        int64, by decreasing score, ``K <= thresholds.max_det``.
     """
     predictions = np.asarray(predictions, dtype=np.float32)
-    class_scores = predictions[:, 5:] * predictions[:, 4:5]  # (N, C)
-    class_ids = class_scores.argmax(axis=1)
-    scores = class_scores[np.arange(len(class_ids)), class_ids]
-    keep = scores >= np.float32(conf_threshold)
-    cx, cy, w, h = predictions[keep, :4].T
+    index, scores, class_ids = candidates(predictions[:, 5:] * predictions[:, 4:5], thresholds)
+    cx, cy, w, h = predictions[index, :4].T
     boxes = np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=1).astype(np.float32)
-    scores, class_ids = scores[keep], class_ids[keep].astype(np.int64)
-    kept = batched_nms(boxes, scores, class_ids, iou_threshold)[:max_detections]
+    kept = batched_nms(boxes, scores, class_ids, thresholds.iou)[: thresholds.max_det]
     return boxes[kept], scores[kept], class_ids[kept]

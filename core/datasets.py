@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from .data_config import DataConfig, load_data_config
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from yolo4.core.data_config import DataConfig, load_data_config
+from yolo4.core.image_io import IMAGE_SUFFIXES, displayed_size
 
 
 class DatasetError(ValueError):
@@ -70,18 +68,20 @@ class _Collector:
 
 
 def _image_size(path: Path, report: _Collector) -> tuple[int, int] | None:
-    """(height, width) from the image header; None (reported) if missing or unreadable."""
+    """(height, width) as the image is displayed (EXIF orientation applied, as ``cv2.imread``
+    decodes it) from its header; None (reported) if missing or unreadable."""
     if not path.is_file():
         report.add(str(path), "image file is missing")
         return None
     try:
         with Image.open(path) as im:
             im.verify()  # catches truncated headers and non-images without decoding pixels
-            width, height = im.size
+        with Image.open(path) as im:  # verify() leaves the image unusable: read the header again
+            size = displayed_size(im)
     except Exception as e:
         report.add(str(path), f"unreadable image ({type(e).__name__}: {e})")
         return None
-    return height, width
+    return size
 
 
 def _clean_boxes(where: str, boxes, labels, size, report: _Collector, tolerance: float = 1.0):

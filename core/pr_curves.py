@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-
-from .coco_eval import CocoScores
+from yolo4.core.coco import CocoScores
 
 CURVES = ((0.50, "IoU 0.50", "tab:blue"), (0.75, "IoU 0.75", "tab:orange"), (None, "IoU 0.50:0.95 (mean)", "tab:green"))
 

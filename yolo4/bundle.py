@@ -1,6 +1,6 @@
 """Reproduce the model that ships in ``serving/models/``: train, export, quantize, score, card.
 
-    python -m training.bundle [--epochs 52] [--split trainval] [--held-out runs/recipe/metrics.csv] [--install]
+    python -m yolo4.training.bundle [--epochs 52] [--split trainval] [--held-out runs/recipe/metrics.csv] [--install]
 
 1. train with ``yolo4 train``'s default recipe on ``--split`` (no per-epoch validation: with
    ``trainval`` the val images are training images);
@@ -15,7 +15,7 @@
 The bundled model was made with
 
     yolo4 train --data data/bccd.yaml --model yolov4-nano --img 416 --epochs 52 --batch 8 --set val_every=4 --out runs/recipe
-    python -m training.bundle --epochs 52 --held-out runs/recipe/metrics.csv --install
+    python -m yolo4.training.bundle --epochs 52 --held-out runs/recipe/metrics.csv --install
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serving.bundled import CARD_FILE, MODELS_DIR
-
-from .config import TrainConfig, apply_overrides
+from yolo4.serving.bundled import MODELS_DIR
+from yolo4.training.config import TrainConfig, apply_overrides
 
 BCCD = {
     "name": "BCCD (Blood Cell Count and Detection)",
@@ -58,7 +57,7 @@ PEER = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.bundle", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m yolo4.training.bundle", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/bccd.yaml")
     p.add_argument("--split", default="trainval", help="training split of the shipped model")
     p.add_argument("--eval-split", default="val")
@@ -81,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace, out: Path) -> tuple[Path, float]:
     """Train (or resume) and return the checkpoint and the training wall time in seconds."""
-    from .trainer import fit
+    from yolo4.training.trainer import fit
 
     settings = [
         f"data={args.data}", f"train_split={args.split}", f"model={args.model}", f"epochs={args.epochs}",
@@ -103,14 +102,14 @@ def export_and_quantize(args: argparse.Namespace, weights: Path, out: Path) -> t
 
     from tqdm import tqdm
 
-    from detector.export import export_onnx
-    from detector.loading import load_model
-    from detector.quantize import calibration_inputs, quantize_int8
-    from training.datasets import load_split
+    from yolo4.core.datasets import load_split
+    from yolo4.detector.export import export_onnx
+    from yolo4.detector.loading import load_model
+    from yolo4.serving.quantize import calibration_inputs, quantize_int8
 
     loaded = load_model(weights)  # the EMA weights
     fp32 = export_onnx(loaded.model, loaded.config, out / f"{args.name}.onnx", dynamic=True,
-                       metrics=loaded.extra.get("metrics") or {}, source=f"{args.name} (python -m training.bundle)")  # fmt: skip
+                       metrics=loaded.extra.get("metrics") or {}, source=f"{args.name} (python -m yolo4.training.bundle)")  # fmt: skip
     samples = list(load_split(args.data, "train").samples)
     random.Random(0).shuffle(samples)
     paths = [s.image_path for s in samples[: args.calib_images]]
@@ -121,11 +120,11 @@ def export_and_quantize(args: argparse.Namespace, weights: Path, out: Path) -> t
 
 
 def score(args: argparse.Namespace, files: dict[str, Path]) -> tuple[dict[str, Any], dict[str, float]]:
-    from training.datasets import load_split
-    from training.export_cli import compare_latency, score_onnx
+    from yolo4.core.datasets import load_split
+    from yolo4.serving.gate import compare_latency, score_file
 
     dataset = load_split(args.data, args.eval_split)
-    scores = {name: score_onnx(path, dataset, args.threads) for name, path in files.items()}
+    scores = {name: score_file(path, dataset, args.threads) for name, path in files.items()}
     latency = compare_latency(files, dataset.samples[0].image_path, args.threads, runs=50)
     return scores, latency
 
@@ -159,9 +158,9 @@ def build_card(args, weights: Path, files: dict[str, Path], scores, latency, tra
     import onnxruntime
     import torch
 
-    from detector.checkpoint import load_checkpoint
-    from detector.loading import load_model
-    from detector.model import count_parameters
+    from yolo4.detector.checkpoint import load_checkpoint
+    from yolo4.detector.loading import load_model
+    from yolo4.detector.model import count_parameters
 
     loaded = load_model(weights)
     config = loaded.config
@@ -179,7 +178,7 @@ def build_card(args, weights: Path, files: dict[str, Path], scores, latency, tra
             "per_class_ap50": {c.name: round(c.ap50, 4) for c in s.per_class},
             "latency_ms": round(latency[precision], 2),
         })  # fmt: skip
-    command = "python -m training.bundle " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m training.bundle"
+    command = "python -m yolo4.training.bundle " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m yolo4.training.bundle"
     trained_on = f"{args.split} split" + (" (all 292 labelled images)" if args.split == "trainval" else "")
     evaluated_on = f"{args.eval_split} split" + (
         " (part of the training images: see held_out for figures on unseen images)" if args.split == "trainval" else ""
@@ -250,7 +249,7 @@ def _cpu_name() -> str:
 
 
 def _cores() -> int:
-    from serving.settings import usable_cores
+    from yolo4.core.cpu import usable_cores
 
     return usable_cores()
 
@@ -272,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         del files["INT8"]
     default = (int8 if "INT8" in files else fp32).name
     card = build_card(args, weights, files, scores, latency, train_seconds, default)
-    (out / CARD_FILE.name).write_text(json.dumps(card, indent=2) + "\n")
-    from serving.bundled import describe_card
+    card_file = MODELS_DIR / f"{args.name}.json"
+    (out / card_file.name).write_text(json.dumps(card, indent=2) + "\n")
+    from yolo4.serving.bundled import describe_card
 
     print("[4/4] model card\n" + describe_card(card))
     if args.install:
@@ -282,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             old.unlink()
         for path in files.values():
             shutil.copy2(path, MODELS_DIR / path.name)
-        shutil.copy2(out / CARD_FILE.name, CARD_FILE)
-        print(f"installed {', '.join(p.name for p in files.values())} and {CARD_FILE.name} into {MODELS_DIR}")
+        shutil.copy2(out / card_file.name, card_file)
+        print(f"installed {', '.join(p.name for p in files.values())} and {card_file.name} into {MODELS_DIR}")
     return 0
 
 

@@ -1,0 +1,193 @@
+"""The models that ship with the package (serving/models/, yolo4.serving.bundled): their cards tell
+the truth about their files, their INT8 files keep FP32's accuracy *on the CPU running this test*
+(re-scored here, never read from the card), and every command that takes an optional model runs
+the file the service would serve and finds what the sample image shows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import CI, shared_path
+from http_server import ROOT, detect, free_port, request, server_env, start_server, stop_server, yolo4_serve_command
+from yolo4.core.datasets import load_split
+from yolo4.serving import bundled
+from yolo4.serving.choice import int8_agreement
+from yolo4.serving.gate import MAX_MAP50_DROP, score_file
+from yolo4.serving.runtime import EdgeDetector
+
+NO_TORCH = "import sys, runpy; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+MODELS = bundled.shipped_models()
+BUDGET_MB = 40
+
+pytestmark = pytest.mark.skipif(not MODELS, reason="this checkout ships no model")
+
+
+def box_iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def check_bccd_sample(result: dict) -> None:
+    """BCCD's BloodImage_00125 (its annotation: one white cell at 104,149-275,302, ten red
+    cells, four platelets): the white cell where it is annotated, every class found."""
+    dets = result["detections"]
+    assert result["image_size"] == {"height": 480, "width": 640}
+    labels = [d["label"] for d in dets]
+    assert set(labels) == {"RBC", "WBC", "Platelets"}, labels
+    wbc = [d for d in dets if d["label"] == "WBC"]
+    assert len(wbc) == 1 and box_iou(wbc[0]["box"], [104, 149, 275, 302]) > 0.7, wbc
+    assert 5 <= labels.count("RBC") <= 20, labels
+
+
+SAMPLE_CHECKS = {"yolov4-nano-bccd": check_bccd_sample}
+
+
+def check_sample(name: str, result: dict) -> None:
+    SAMPLE_CHECKS[name](result)
+
+
+def run(module: str, args: list[str], cwd: Path, block_torch: bool = False) -> subprocess.CompletedProcess:
+    """``python -m module args`` in ``cwd`` with no YOLO4_* variables (and torch unimportable)."""
+    command = [sys.executable, "-m", module, *args]
+    if block_torch:
+        code = NO_TORCH + f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+        command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=server_env(cwd, None), timeout=300)
+
+
+def test_cards_describe_the_shipped_files():
+    total = 0
+    for name, card in MODELS.items():
+        assert name in SAMPLE_CHECKS, f"{name}: add its sample-image check"
+        assert card["default_file"] in {f["file"] for f in card["files"]}
+        assert bundled.sample_image(name).is_file()
+        for entry in card["files"]:
+            path = bundled.MODELS_DIR / entry["file"]
+            data = path.read_bytes()
+            total += len(data)
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{path} is not the file the card describes"
+            assert abs(len(data) / 1e6 - entry["megabytes"]) < 0.01
+            runtime = EdgeDetector(path)
+            assert runtime.precision == entry["precision"]
+            assert runtime.metadata.get("quantization") == entry.get("quantization")
+            assert list(runtime.config.class_names) == card["classes"]
+            assert "family" in entry["measured_on"] or "avx" in entry["measured_on"]  # every figure names its CPU
+    assert total <= BUDGET_MB * 1e6, f"shipped model files weigh {total / 1e6:.1f} MB, over the {BUDGET_MB} MB budget"
+    licences = (ROOT / "data" / "samples" / "README.md").read_text()
+    for name in MODELS:
+        assert bundled.sample_image(name).name in licences
+
+
+@pytest.mark.parametrize("name", [n for n, c in MODELS.items() if {f["precision"] for f in c["files"]} == {"fp32", "int8"}])
+def test_shipped_int8_keeps_fp32_accuracy_on_this_cpu(name):
+    card = MODELS[name]
+    shared_path("datasets")
+    dataset = load_split(card["gate"]["data"], card["gate"]["split"])
+    files = bundled.model_files(name)
+    fp32, int8 = (score_file(files[p], dataset).metrics for p in ("fp32", "int8"))
+    drop = 100 * (fp32["mAP50"] - int8["mAP50"])
+    assert drop <= MAX_MAP50_DROP, f"{name}: INT8 loses {drop:.2f} mAP50 points here ({fp32} vs {int8})"
+    assert fp32["mAP50"] > 0.3  # the models do detect: the comparison is not between zeros
+
+
+def test_edge_detector_without_a_path_runs_the_measured_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO4_CACHE", str(tmp_path))
+    name = bundled.default_model_name()
+    runtime = EdgeDetector()
+    assert runtime.bundled and runtime.choice is not None and runtime.model_path in bundled.model_files(name).values()
+    assert runtime.choice.precision == runtime.precision and runtime.num_threads == runtime.choice.threads
+    assert "measured" in runtime.choice.reason and not runtime.choice.cached
+    check_sample(name, runtime.detect(cv2.imread(str(bundled.sample_image(name)))).to_dict())
+    again = EdgeDetector()  # this machine's cached choice
+    assert again.choice.cached and again.model_path == runtime.model_path
+    assert EdgeDetector(runtime.model_path).bundled is False  # a path given is taken as given
+    assert (tmp_path / "runtime-choice.json").is_file()
+
+
+def test_detect_edge_and_info_use_the_default_model(tmp_path):
+    name = bundled.default_model_name()
+    sample = bundled.sample_image(name)
+    detect_run = run("yolo4", ["detect", str(sample), "--out", "detect"], tmp_path)
+    assert detect_run.returncode == 0, detect_run.stderr[-2000:]
+    assert f"shipped {name}" in detect_run.stderr
+    via_detect = json.loads((tmp_path / "detect" / f"{sample.stem}.json").read_text())
+    check_sample(name, via_detect)
+    assert (tmp_path / "detect" / f"{sample.stem}.jpg").stat().st_size > 10_000
+
+    edge_run = run("yolo4.edge", [str(sample)], tmp_path, block_torch=True)
+    assert edge_run.returncode == 0, edge_run.stderr[-2000:]
+    via_edge = json.loads((tmp_path / "runs" / "edge" / f"{sample.stem}.json").read_text())
+    assert [d["label"] for d in via_edge["detections"]] == [d["label"] for d in via_detect["detections"]]
+    np.testing.assert_allclose([d["box"] for d in via_edge["detections"]], [d["box"] for d in via_detect["detections"]])
+
+    info = run("yolo4", ["info"], tmp_path, block_torch=True)
+    assert info.returncode == 0, info.stderr[-2000:]
+    for model in MODELS:
+        assert model in info.stdout
+    assert "mAP50" in info.stdout and MODELS[name]["training"]["command"] in info.stdout
+
+
+def test_service_with_no_model_argument_serves_the_default_model(tmp_path):
+    name = bundled.default_model_name()
+    sample = bundled.sample_image(name)
+    srv = start_server(yolo4_serve_command(None, free_port()), tmp_path, server_env(tmp_path, None))
+    try:
+        check_sample(name, detect(srv, sample.name, sample.read_bytes()))
+        status, _, body = request(srv, "GET", "/info")
+        info = json.loads(body)
+        assert status == 200 and info["bundled"] is True and info["model_card"] == MODELS[name]
+        assert info["model_file"] in {f["file"] for f in MODELS[name]["files"]}
+        assert info["choice"]["precision"] == info["precision"] and "measured" in info["choice"]["reason"]
+        assert info["cpu"] and info["runtime_threads"] == info["choice"]["threads"]
+        assert f"shipped {name}" in srv.log.read_text(errors="replace")
+    finally:
+        stop_server(srv)
+
+
+EMULATED_AVX2 = "EPYC-Rome"  # AVX2 + FMA, no AVX-512, no VNNI: the U8S8 kernels that saturate
+
+
+@pytest.mark.parametrize("name", [n for n, c in MODELS.items() if "int8" in {f["precision"] for f in c["files"]}])
+def test_int8_agrees_with_fp32_on_an_emulated_avx2_cpu(name, tmp_path):
+    """The same INT8 file run by ONNX Runtime's AVX2 integer kernels (qemu's user-mode emulator
+    presents an AVX2-only CPU, so MLAS picks its VPMADDUBSW kernels whatever this CPU is): the
+    sample's confident FP32 detections must survive. The u8s8 scheme without 7-bit weights lost
+    the platelets here, as on a real AVX2 EPYC."""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        if CI:
+            raise FileNotFoundError("qemu-x86_64 is missing: .ci/run installs qemu-user")
+        pytest.skip("qemu-user is not installed (apt-get install qemu-user)")
+    files = bundled.model_files(name)
+    sample = bundled.sample_image(name)
+    code = (
+        "import json, sys, cv2\n"
+        "from yolo4.serving.runtime import EdgeDetector\n"
+        "image = cv2.imread(sys.argv[1])\n"
+        "print(json.dumps({p: EdgeDetector(f, num_threads=1).detect(image).to_dict() for p, f in zip(('fp32', 'int8'), sys.argv[2:])}))\n"
+    )  # fmt: skip
+    out = subprocess.run([qemu, "-cpu", EMULATED_AVX2, sys.executable, "-c", code, str(sample), str(files["fp32"]),
+                          str(files["int8"])], capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    check_sample(name, results["int8"])
+
+    class Dets:
+        def __init__(self, r):
+            d = r["detections"]
+            self.boxes = np.array([x["box"] for x in d]).reshape(-1, 4)
+            self.scores = np.array([x["score"] for x in d])
+            self.class_ids = np.array([x["class_id"] for x in d])
+
+    assert int8_agreement(Dets(results["fp32"]), Dets(results["int8"])) >= 0.9

@@ -1,0 +1,189 @@
+"""The set-up steps of a training run, each a function: the process group, the model to start
+from (resumed, transferred from weights, or fresh), the Darknet recipe, the optimizer, the
+resume policy. ``yolo4.training.trainer.fit`` calls them in this order."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from yolo4.core.config import ModelConfig
+from yolo4.core.datasets import DetectionSet
+from yolo4.core.presets import preset
+from yolo4.detector.loading import load_darknet, load_model, select_device
+from yolo4.detector.model import Yolo4, build_model
+from yolo4.training.config import RESUMABLE_CHANGES, TrainConfig
+from yolo4.training.loss_config import LossConfig, darknet_loss, loss_for, scaled_loss
+
+
+@dataclass
+class Process:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_process(device: str | None) -> Process:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Process(device=select_device(device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    return Process(dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
+
+
+@dataclass
+class ModelStart:
+    """What a run trains: the model, its config, its loss, and where it came from."""
+
+    model: Yolo4
+    config: ModelConfig
+    loss: LossConfig
+    recipe: dict[str, Any] | None = None  # a Darknet cfg's [net] recipe
+    notes: list[str] = field(default_factory=list)  # for the console: transfer, ignored cfg keys
+
+
+def initial_model(config: TrainConfig, train_set: DetectionSet, state: dict | None = None) -> ModelStart:
+    """The model to train: resumed from ``state``, initialised from ``config.weights`` (keeping
+    every tensor whose shape still fits when the classes change), or a fresh preset."""
+    if state is not None:
+        model_config = state["config"]
+        model = build_model(model_config)
+        model.load_state_dict(state["model"])
+        return ModelStart(model, model_config, LossConfig.from_dict(state["loss"]))
+    size = (config.img_size, config.img_size)
+    if config.weights or config.model.endswith(".cfg"):
+        return _from_files(config, train_set.class_names, size)
+    model_config = preset(config.model, class_names=train_set.class_names, input_size=size)
+    if config.activation:
+        model_config = model_config.with_activation(config.activation)
+    if config.anchors == "auto":
+        model_config = with_dataset_anchors(model_config, train_set)
+    elif config.anchors != "preset":
+        raise ValueError(f"anchors must be auto or preset, got {config.anchors!r}")
+    return ModelStart(build_model(model_config), model_config, _loss(config, model_config, None))
+
+
+def _from_files(config: TrainConfig, class_names: tuple[str, ...], size: tuple[int, int]) -> ModelStart:
+    if config.activation:
+        raise ValueError("activation cannot be changed when starting from weights")
+    cfg = config.model if config.model.endswith(".cfg") else None
+    loaded = load_darknet(cfg, None) if cfg and not config.weights else load_model(config.weights, cfg)
+    recipe = loaded.extra.get("darknet_train")
+    recipe = vars(recipe) if recipe is not None and not isinstance(recipe, dict) else recipe
+    yolo_keys = (recipe or {}).get("yolo")
+    notes = list((recipe or {}).get("notes", ()))
+    if yolo_keys is not None:
+        ignored = darknet_loss(yolo_keys)[1]
+        if ignored:
+            notes.append(f"{cfg or config.weights}: [yolo] keys not used by the trainer: {', '.join(ignored)}")
+    saved_loss = loaded.extra.get("loss")  # a checkpoint of ours remembers its loss
+    model_config = loaded.config.replace(input_size=size)
+    if loaded.config.class_names == class_names:
+        model = loaded.model
+    else:  # transfer learning: everything but the prediction convolutions carries over
+        model_config = model_config.with_classes(class_names)
+        model = build_model(model_config)
+        own = model.state_dict()
+        kept = {k: v for k, v in loaded.model.state_dict().items() if own[k].shape == v.shape}
+        model.load_state_dict(kept, strict=False)
+        notes.append(
+            f"{len(loaded.config.class_names)} -> {len(class_names)} classes: kept {len(kept)} of {len(own)} "
+            f"tensors of {loaded.source}, the {len(own) - len(kept)} of the prediction convolutions start fresh"
+        )
+    if saved_loss is not None and config.loss_form == "auto":
+        # Our checkpoint's own loss; Scaled-YOLOv4's gains follow the (new) input size and classes.
+        saved = LossConfig.from_dict(saved_loss)
+        loss = replace(scaled_loss(model_config) if saved.reduction == "mean" else saved, **config.loss)
+    else:
+        loss = _loss(config, model_config, yolo_keys)
+    return ModelStart(model, model_config, loss, recipe, notes)
+
+
+def _loss(config: TrainConfig, model_config: ModelConfig, yolo_keys) -> LossConfig:
+    return replace(loss_for(model_config, config.loss_form, yolo_keys), **config.loss)
+
+
+def with_dataset_anchors(model_config: ModelConfig, train_set: DetectionSet) -> ModelConfig:
+    """The preset with k-means anchors of the training boxes at the input size, smallest on the
+    finest head (what Darknet's calc_anchors is for; a fresh model has no reason to keep COCO's)."""
+    from yolo4.training.anchors import kmeans_anchors
+
+    size = max(model_config.input_size)
+    wh = np.concatenate([(s.boxes[:, 2:] - s.boxes[:, :2]) * (size / max(s.size)) for s in train_set.samples])
+    per_head = model_config.num_anchors
+    anchors = kmeans_anchors(wh.astype(np.float64), per_head * len(model_config.heads)).round(1)
+    heads = tuple(
+        replace(head, anchors=tuple(map(tuple, anchors[i * per_head : (i + 1) * per_head].tolist())))
+        for i, head in enumerate(model_config.heads)
+    )
+    return model_config.replace(heads=heads)
+
+
+def apply_darknet_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
+    """A model from a Darknet cfg trains with the cfg's lr, momentum, decay and burn_in (and
+    Darknet's SGD), except for the settings the user gave."""
+    mapping = {"lr": "learning_rate", "momentum": "momentum", "weight_decay": "decay", "warmup_iters": "burn_in"}
+    changes = {ours: recipe[theirs] for ours, theirs in mapping.items() if theirs in recipe and not config.was_given(ours)}
+    if not config.was_given("optimizer"):
+        changes["optimizer"] = "sgd"  # Darknet's optimizer, which its lr and decay are meant for
+    return replace(config, **changes)
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on convolution weights only, not on BatchNorm weights or biases."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+    raise ValueError(f"unknown optimizer {config.optimizer!r} (sgd or adamw)")
+
+
+def check_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
+    """The saved run's settings, with those the user gave again taken from ``requested``;
+    giving a different value for a setting that would make it another run is refused."""
+    # How this invocation runs (not what it trains) always comes from the command line.
+    changes = {key: getattr(requested, key) for key in ("max_iters", "workers", "device")}
+    refused = []
+    for key, value in requested.to_dict().items():
+        if key in changes or not requested.was_given(key) or value == saved.to_dict()[key]:
+            continue
+        if key in RESUMABLE_CHANGES:
+            changes[key] = getattr(requested, key)
+        else:
+            refused.append(key)
+    if refused:
+        details = ", ".join(f"{k}: {saved.to_dict()[k]!r} -> {requested.to_dict()[k]!r}" for k in refused)
+        raise ValueError(f"cannot resume with changed settings ({details}); only {sorted(RESUMABLE_CHANGES)} may change")
+    return replace(saved, **changes)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator a training step draws from (DropBlock masks come from CUDA's on a GPU)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
