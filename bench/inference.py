@@ -1,12 +1,13 @@
-"""Per-image latency on this CPU, measured in one run (read the ratios: the machine is shared):
-PyTorch eager, ONNX Runtime FP32 and INT8 for nano, tiny and yolov4, plus OpenCV DNN on the
-same Darknet weights for yolov4 and yolov4-tiny.
+"""Per-image latency on this CPU, measured in one run, with the CPU named: ONNX Runtime FP32 and
+INT8 (and PyTorch eager, OpenCV DNN where they can run the same weights) at 1 thread, at every
+core, and at every core while another process keeps one core busy; plus the runtime's automatic
+choice (``yolo4.serving.choice``) and where it lands.
 
-    python bench/inference.py [--size 416] [--runs 10] [--models yolov4-nano yolov4-tiny yolov4]
+    python bench/inference.py [--models yolov4-tiny-coco yolov4-nano-bccd yolov4] [--runs 20]
 
-Weights are random: Darknet-format files for the Darknet models (so OpenCV reads the very same
-file), ``tests/live_weights.py`` BatchNorm statistics for the INT8 calibration ranges; latency
-does not depend on the values.
+The shipped models run their shipped files on their sample image; ``yolov4`` (no official
+weights here) gets random Darknet-format weights, exported and quantized on the fly (latency
+does not depend on the values). Read the ratios: absolute times move with the machine's load.
 """
 
 from __future__ import annotations
@@ -14,104 +15,151 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
-import onnxruntime as ort
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests")]
 
 from darknet_files import write_random_weights  # noqa: E402
 from live_weights import make_live  # noqa: E402
+
+from yolo4.core.cpu import describe_cpu, usable_cores  # noqa: E402
 from yolo4.core.data_config import shared_root  # noqa: E402
 from yolo4.core.preprocess import preprocess_batch  # noqa: E402
-from yolo4.core.presets import preset  # noqa: E402
-from yolo4.detector.decode import DecodedModel  # noqa: E402
-from yolo4.detector.export import export_onnx  # noqa: E402
-from yolo4.detector.loading import load_darknet  # noqa: E402
-from yolo4.detector.model import build_model  # noqa: E402
-from yolo4.serving.quantize import calibration_inputs, quantize_int8  # noqa: E402
+from yolo4.serving import bundled  # noqa: E402
+from yolo4.serving.runtime import EdgeDetector  # noqa: E402
 
 
-def median_ms(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def median_ms(runners: dict, runs: int) -> dict[str, float]:
+    """Interleaved runs, so that load from other processes hits every runner alike."""
+    for fn in runners.values():
+        fn(), fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def ort_runner(path: Path, threads: int, blob):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda: session.run(None, {name: blob})
+def runners_for(files: dict[str, Path], torch_model, darknet, image, threads: int) -> dict:
+    out = {}
+    for precision, path in files.items():
+        detector = EdgeDetector(path, num_threads=threads)
+        resized = [detector.prepare(image)[0]]
+        out[f"ORT {precision}"] = lambda d=detector, r=resized: d.infer(r)
+    if torch_model is not None:
+        model, config = torch_model
+        blob, _ = preprocess_batch([image], config.input_size, config.preprocess)
+        x = torch.from_numpy(blob)
+
+        def eager(m=model, x=x, t=threads):
+            torch.set_num_threads(t)
+            with torch.inference_mode():
+                m(x)
+
+        out["PyTorch"] = eager
+    if darknet is not None:
+        cfg, weights, size = darknet
+        net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+        names = net.getUnconnectedOutLayersNames()
+        blob = cv2.dnn.blobFromImage(image, 1 / 255.0, (size, size), swapRB=True, crop=False)
+
+        def opencv(net=net, blob=blob, t=threads):
+            cv2.setNumThreads(t)
+            net.setInput(blob)
+            net.forward(names)
+
+        out["OpenCV DNN"] = opencv
+    return out
+
+
+def prepare(name: str, tmp: Path):
+    """(files, torch model, darknet files, image) of a benchmark model."""
+    from yolo4.commands.weights import cached_weights
+    from yolo4.detector.decode import DecodedModel
+    from yolo4.detector.loading import load_darknet
+
+    shared = shared_root()
+    if name in bundled.shipped_models():
+        files = bundled.model_files(name)
+        image = cv2.imread(str(bundled.sample_image(name)))
+        torch_model = darknet = None
+        official = cached_weights("yolov4-tiny")
+        if name == "yolov4-tiny-coco" and official:
+            loaded = load_darknet(shared / "darknet" / "yolov4-tiny.cfg", official)
+            torch_model = (DecodedModel(loaded.model, loaded.config).eval(), loaded.config)
+            darknet = (shared / "darknet" / "yolov4-tiny.cfg", official, 416)
+        return files, torch_model, darknet, image
+    from yolo4.detector.export import export_onnx
+    from yolo4.serving.quantize import calibration_inputs, quantize_int8
+
+    cfg = shared / "darknet" / f"{name}.cfg"
+    weights = tmp / f"{name}.weights"
+    write_random_weights(load_darknet(cfg, None).model, weights)
+    loaded = load_darknet(cfg, weights)
+    config = loaded.config.replace(input_size=(416, 416))
+    bccd = sorted((shared / "datasets" / "bccd" / "JPEGImages").glob("*.jpg"))
+    model = make_live(loaded.model, config, [cv2.imread(str(p)) for p in bccd[:8]], config.input_size)
+    files = {"fp32": tmp / f"{name}.onnx", "int8": tmp / f"{name}-int8.onnx"}
+    export_onnx(model, config, files["fp32"], dynamic=True)
+    quantize_int8(files["fp32"], files["int8"], calibration_inputs(bccd[8:24], config))
+    return files, (DecodedModel(model, config).eval(), config), None, cv2.imread(str(shared / "images" / "dog.jpg"))
+
+
+def busy_core():
+    """A process spinning on the last core this one may use (another tenant of the machine)."""
+    core = sorted(os.sched_getaffinity(0))[-1]
+    return subprocess.Popen(["taskset", "-c", str(core), sys.executable, "-c", "while True: pass"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=416)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--calib-images", type=int, default=16)
-    parser.add_argument("--models", nargs="+", default=["yolov4-nano", "yolov4-tiny", "yolov4"])
+    parser.add_argument("--models", nargs="+", default=["yolov4-tiny-coco", "yolov4-nano-bccd", "yolov4"])
+    parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
-    shared = shared_root()
-    bccd = sorted((shared / "datasets" / "bccd" / "JPEGImages").glob("*.jpg"))
-    photo = cv2.imread(str(shared / "images" / "dog.jpg"))
-    size = (args.size, args.size)
-
-    print(f"input {args.size}x{args.size}, batch 1, {args.threads} threads, median of {args.runs} runs (ms)")
-    header = f"{'model':<13}{'act':<7}{'torch':>8}{'ORT fp32':>10}{'ORT int8':>10}{'OpenCV':>8}{'fp32/int8':>11}{'torch/fp32':>12}{'OpenCV/fp32':>13}{'int8 size':>11}"
+    cores = usable_cores()
+    print(f"CPU: {describe_cpu()}; ONNX Runtime sessions without spin-waiting; batch 1, 416, median of "
+          f"{args.runs} interleaved runs (ms); 'busy': another process spinning on one core")
+    header = f"{'model':<18}{'runtime':<13}{'1 thread':>10}{f'{cores} threads':>11}{'1, busy':>9}{f'{cores}, busy':>9}"
     print(header)
+    from yolo4.serving.choice import choose
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        os.environ["YOLO4_CACHE"] = str(tmp / "cache")  # the automatic choice measured now, not read back
         for name in args.models:
-            darknet_cfg = shared / "darknet" / f"{name}.cfg"
-            weights = tmp / f"{name}.weights"
-            if name in ("yolov4", "yolov4-tiny"):  # the official architectures: OpenCV runs the same file
-                write_random_weights(load_darknet(darknet_cfg, None).model, weights)
-                loaded = load_darknet(darknet_cfg, weights)
-                model, config = loaded.model, loaded.config.replace(input_size=size)
-            else:
-                config = preset(name, class_names=("RBC", "WBC", "Platelets"), input_size=size)
-                model = make_live(build_model(config), config, [cv2.imread(str(p)) for p in bccd[:8]], size)
-            blob, _ = preprocess_batch([photo], size, config.preprocess)
-            decoded = DecodedModel(model, config).eval()
-            with torch.inference_mode():
-                eager = median_ms(lambda: decoded(torch.from_numpy(blob)), args.runs)
-
-            fp32, int8 = tmp / f"{name}.onnx", tmp / f"{name}-int8.onnx"
-            export_onnx(model, config, fp32, img_size=size)
-            quantize_int8(fp32, int8, calibration_inputs(bccd[8 : 8 + args.calib_images], config))
-            ms_fp32 = median_ms(ort_runner(fp32, args.threads, blob), args.runs)
-            ms_int8 = median_ms(ort_runner(int8, args.threads, blob), args.runs)
-
-            opencv = float("nan")
-            if weights.exists():
-                net = cv2.dnn.readNetFromDarknet(str(darknet_cfg), str(weights))
-                outputs = net.getUnconnectedOutLayersNames()
-                opencv_blob = cv2.dnn.blobFromImage(photo, 1 / 255.0, size, swapRB=True, crop=False)
-
-                def run_opencv():
-                    net.setInput(opencv_blob)
-                    net.forward(outputs)
-
-                opencv = median_ms(run_opencv, args.runs)
-            ratio = int8.stat().st_size / fp32.stat().st_size
-            print(f"{name:<13}{config.backbone_act:<7}{eager:>8.1f}{ms_fp32:>10.1f}{ms_int8:>10.1f}{opencv:>8.1f}"
-                  f"{ms_fp32 / ms_int8:>10.2f}x{eager / ms_fp32:>11.2f}x{opencv / ms_fp32:>12.2f}x{ratio:>10.2f}x", flush=True)  # fmt: skip
+            files, torch_model, darknet, image = prepare(name, tmp)
+            table: dict[str, dict[str, float]] = {}
+            for busy in (False, True):
+                spinner = busy_core() if busy else None
+                try:
+                    time.sleep(0.3)
+                    for threads in sorted({1, cores}):
+                        column = f"{threads}{' busy' if busy else ''}"
+                        for runtime, ms in median_ms(runners_for(files, torch_model, darknet, image, threads), args.runs).items():
+                            table.setdefault(runtime, {})[column] = ms
+                finally:
+                    if spinner:
+                        spinner.kill()
+            for runtime, row in table.items():
+                cells = [row.get(k) for k in ("1", str(cores), "1 busy", f"{cores} busy")]
+                print(f"{name:<18}{runtime:<13}" + "".join(f"{'–' if v is None else f'{v:.1f}':>{w}}"
+                                                           for v, w in zip(cells, (10, 11, 9, 9))), flush=True)  # fmt: skip
+            choice = choose(name if name in bundled.shipped_models() else None, files)
+            picked = table[f"ORT {choice.precision}"]
+            idle, busy = picked[str(choice.threads)], picked[f"{choice.threads} busy"]
+            best_ms, best = min((v[str(cores)], k) for k, v in table.items() if k.startswith("ORT"))
+            print(f"{name:<18}auto: {choice.precision} on {choice.threads} thread(s): {idle:.1f} ms, {busy:.1f} ms with a "
+                  f"core busy (best manual: {best} on {cores} threads, {best_ms:.1f} ms)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

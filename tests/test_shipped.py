@@ -50,7 +50,16 @@ def check_bccd_sample(result: dict) -> None:
     assert 5 <= labels.count("RBC") <= 20, labels
 
 
-SAMPLE_CHECKS = {"yolov4-nano-bccd": check_bccd_sample}
+def check_dog_sample(result: dict) -> None:
+    """Darknet's dog.jpg: the dog, the bicycle and the truck (which COCO models also call a car)."""
+    assert result["image_size"] == {"height": 576, "width": 768}
+    labels = {d["label"] for d in result["detections"]}
+    assert {"dog", "bicycle"} <= labels and labels & {"truck", "car"}, labels
+    dog = [d for d in result["detections"] if d["label"] == "dog"]
+    assert len(dog) == 1 and box_iou(dog[0]["box"], [128, 224, 314, 540]) > 0.7, dog  # Darknet's own dog box
+
+
+SAMPLE_CHECKS = {"yolov4-nano-bccd": check_bccd_sample, "yolov4-tiny-coco": check_dog_sample}
 
 
 def check_sample(name: str, result: dict) -> None:
