@@ -29,7 +29,6 @@ sys.path[:0] = [str(ROOT / "tests")]
 
 from darknet_files import write_random_weights  # noqa: E402
 from live_weights import make_live  # noqa: E402
-
 from yolo4.core.cpu import describe_cpu, usable_cores  # noqa: E402
 from yolo4.core.data_config import shared_root  # noqa: E402
 from yolo4.core.preprocess import preprocess_batch  # noqa: E402
@@ -82,9 +81,8 @@ def runners_for(files: dict[str, Path], torch_model, darknet, image, threads: in
     return out
 
 
-def prepare(name: str, tmp: Path):
+def prepare(name: str, tmp: Path, official: Path | None):
     """(files, torch model, darknet files, image) of a benchmark model."""
-    from yolo4.commands.weights import cached_weights
     from yolo4.detector.decode import DecodedModel
     from yolo4.detector.loading import load_darknet
 
@@ -93,7 +91,6 @@ def prepare(name: str, tmp: Path):
         files = bundled.model_files(name)
         image = cv2.imread(str(bundled.sample_image(name)))
         torch_model = darknet = None
-        official = cached_weights("yolov4-tiny")
         if name == "yolov4-tiny-coco" and official:
             loaded = load_darknet(shared / "darknet" / "yolov4-tiny.cfg", official)
             torch_model = (DecodedModel(loaded.model, loaded.config).eval(), loaded.config)
@@ -133,11 +130,14 @@ def main() -> None:
     print(header)
     from yolo4.serving.choice import choose
 
+    from yolo4.commands.weights import cached_weights
+
+    official = cached_weights("yolov4-tiny")  # PyTorch and OpenCV rows for the COCO model
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["YOLO4_CACHE"] = str(tmp / "cache")  # the automatic choice measured now, not read back
         for name in args.models:
-            files, torch_model, darknet, image = prepare(name, tmp)
+            files, torch_model, darknet, image = prepare(name, tmp, official)
             table: dict[str, dict[str, float]] = {}
             for busy in (False, True):
                 spinner = busy_core() if busy else None
@@ -159,7 +159,10 @@ def main() -> None:
             idle, busy = picked[str(choice.threads)], picked[f"{choice.threads} busy"]
             best_ms, best = min((v[str(cores)], k) for k, v in table.items() if k.startswith("ORT"))
             print(f"{name:<18}auto: {choice.precision} on {choice.threads} thread(s): {idle:.1f} ms, {busy:.1f} ms with a "
-                  f"core busy (best manual: {best} on {cores} threads, {best_ms:.1f} ms)", flush=True)  # fmt: skip
+                  f"core busy (best manual: {best} on {cores} threads, {best_ms:.1f} ms)"
+                  + (f"; INT8 kept {choice.int8_agreement:.0%} of FP32's confident detections"
+                     + (" (random weights: no real detections to keep)" if name not in bundled.shipped_models() else "")
+                     if choice.int8_agreement is not None else ""), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

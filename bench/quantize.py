@@ -13,7 +13,6 @@ activation ranges look like a trained model's); latency does not depend on their
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,13 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from live_weights import make_live  # noqa: E402
+from yolo4.core.cpu import describe_cpu, usable_cores  # noqa: E402
 from yolo4.core.data_config import shared_root  # noqa: E402
 from yolo4.core.presets import preset  # noqa: E402
 from yolo4.detector.export import export_onnx  # noqa: E402
 from yolo4.detector.model import build_model  # noqa: E402
-from yolo4.serving.quantize import calibration_inputs, quantize_int8  # noqa: E402
-
 from yolo4.serving.gate import compare_latency  # noqa: E402
+from yolo4.serving.quantize import (  # noqa: E402
+    DEFAULT_SCHEME,  # noqa: E402
+    calibration_inputs,
+    quantize_int8,
+)
 
 DEFAULT_MODELS = ["yolov4-nano:leaky", "yolov4-nano:relu", "yolov4-nano:mish", "yolov4-nano:silu", "yolov4-tiny:leaky"]
 
@@ -39,7 +42,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=416)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--calib-images", type=int, default=32)
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="name:activation")
     args = parser.parse_args()
@@ -48,8 +50,12 @@ def main() -> None:
     if len(images) < args.calib_images + 8:
         raise SystemExit(f"need BCCD images under {shared_root()}/datasets/bccd (set YOLO4_SHARED)")
     size = (args.size, args.size)
-    print(f"input {args.size}x{args.size}, batch 1, {args.threads} threads, median of {args.runs} interleaved runs")
-    print(f"{'model':<14}{'act':<7}{'fp32 ms':>9}{'int8 ms':>9}{'speedup':>9}{'fp32 MB':>9}{'int8 MB':>9}{'size':>7}")
+    cores = usable_cores()
+    print(f"CPU: {describe_cpu()}; input {args.size}x{args.size}, batch 1, median of {args.runs} interleaved runs (ms), "
+          f"INT8 scheme {DEFAULT_SCHEME}")  # fmt: skip
+    counts = sorted({1, cores})
+    print(f"{'model':<14}{'act':<7}" + "".join(f"{f'fp32@{t}':>9}{f'int8@{t}':>9}{'speedup':>9}" for t in counts)
+          + f"{'int8 size':>11}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.models:
             name, act = spec.split(":")
@@ -58,10 +64,11 @@ def main() -> None:
             fp32, int8 = Path(tmp) / f"{spec}.onnx", Path(tmp) / f"{spec}-int8.onnx"
             export_onnx(model, config, fp32)
             quantize_int8(fp32, int8, calibration_inputs(images[8 : 8 + args.calib_images], config))
-            ms = compare_latency({"FP32": fp32, "INT8": int8}, images[0], args.threads, args.runs)
-            mb = fp32.stat().st_size / 1e6, int8.stat().st_size / 1e6
-            print(f"{name:<14}{act:<7}{ms['FP32']:>9.1f}{ms['INT8']:>9.1f}{ms['FP32'] / ms['INT8']:>8.2f}x"
-                  f"{mb[0]:>9.1f}{mb[1]:>9.1f}{mb[1] / mb[0]:>6.2f}x", flush=True)  # fmt: skip
+            cells = ""
+            for threads in counts:
+                ms = compare_latency({"FP32": fp32, "INT8": int8}, images[0], threads, args.runs)
+                cells += f"{ms['FP32']:>9.1f}{ms['INT8']:>9.1f}{ms['FP32'] / ms['INT8']:>8.2f}x"
+            print(f"{name:<14}{act:<7}{cells}{int8.stat().st_size / fp32.stat().st_size:>10.2f}x", flush=True)
 
 
 if __name__ == "__main__":
