@@ -16,7 +16,7 @@ from yolo4.core.datasets import DetectionSet
 from yolo4.core.presets import preset
 from yolo4.detector.loading import load_darknet, load_model, select_device
 from yolo4.detector.model import Yolo4, build_model
-from yolo4.training.config import RESUMABLE_CHANGES, TrainConfig
+from yolo4.training.config import COMPILE_MIN_ITERS, RESUMABLE_CHANGES, TrainConfig
 from yolo4.training.loss_config import LossConfig, darknet_loss, loss_for, scaled_loss
 
 
@@ -173,6 +173,19 @@ def check_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
         details = ", ".join(f"{k}: {saved.to_dict()[k]!r} -> {requested.to_dict()[k]!r}" for k in refused)
         raise ValueError(f"cannot resume with changed settings ({details}); only {sorted(RESUMABLE_CHANGES)} may change")
     return replace(saved, **changes)
+
+
+def compile_parts(model: Yolo4, config: TrainConfig, total_iters: int) -> bool:
+    """torch.compile the backbone, neck and heads in place, when it pays (``config.compile``).
+
+    Only the parts: DropBlock between backbone and neck changes its probability every step,
+    which a compiled graph would have to guard on. The state dict keeps its keys."""
+    wanted = config.compile == "on" or (config.compile == "auto" and total_iters >= COMPILE_MIN_ITERS)
+    if not wanted:
+        return False
+    for part in (model.backbone, model.neck, *model.heads):
+        part.compile()
+    return True
 
 
 def rng_state() -> dict[str, Any]:

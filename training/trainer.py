@@ -25,7 +25,7 @@ from yolo4.detector.checkpoint import load_checkpoint, save_checkpoint
 from yolo4.detector.model import Yolo4
 from yolo4.training.config import TrainConfig
 from yolo4.training.ema import ModelEMA
-from yolo4.training.loader import TrainDataset, epoch_batches, make_loader
+from yolo4.training.loader import CACHE_BYTES, TrainDataset, auto_workers, decoded_bytes, epoch_batches, make_loader
 from yolo4.training.loss import yolo_loss
 from yolo4.training.multiscale import random_rescale
 from yolo4.training.rundir import RunDir
@@ -34,6 +34,7 @@ from yolo4.training.setup import (
     Process,
     apply_darknet_recipe,
     build_optimizer,
+    compile_parts,
     check_resume,
     initial_model,
     restore_rng,
@@ -95,7 +96,7 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         if start.recipe and state is None:
             print(f"Darknet [net] recipe: {config.optimizer} lr {config.lr}, momentum {config.momentum}, decay "
                   f"{config.weight_decay}, burn_in {config.warmup_iters} iterations (override with --set)")  # fmt: skip
-    model.to(proc.device)
+    model.to(proc.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if config.sync_bn and proc.world > 1 and proc.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, config)
@@ -113,12 +114,17 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     net = DistributedDataParallel(model) if proc.world > 1 else model
 
     per_rank_batch = max(1, config.batch_size // proc.world)
-    dataset = TrainDataset(train_set.samples, model_config.input_size, model_config.preprocess, config.augment, config.seed)
+    cache = config.cache_images == "on" or (config.cache_images == "auto" and decoded_bytes(train_set.samples) <= CACHE_BYTES)
+    dataset = TrainDataset(train_set.samples, model_config.input_size, model_config.preprocess, config.augment,
+                           config.seed, cache)  # fmt: skip
+    workers = auto_workers(proc.device) if config.workers is None else config.workers
     batches_per_epoch = len(epoch_batches(len(dataset), per_rank_batch, 0, config.seed, proc.rank, proc.world))
     total_iters = config.epochs * batches_per_epoch
     stop_at = min(total_iters, config.max_iters or total_iters)
     warmup = config.warmup_iters or round(config.warmup_epochs * batches_per_epoch)
     close_mosaic_epoch = config.epochs - round(config.close_mosaic * config.epochs)
+    if compile_parts(model, config, stop_at - progress.iteration) and proc.main:
+        print("compiling the model (torch.compile) on its first steps: `--set compile=off` to skip")
     run = RunDir(config.out, enabled=proc.main, resumed=state is not None)
     run.write_config(config, model_config, loss_config)
     first_iteration = progress.iteration
@@ -146,7 +152,7 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                                         skip=progress.batch)  # fmt: skip
                 started = time.time()
                 train_one_epoch(
-                    net, model, make_loader(dataset, batches, config.workers), optimizer, scaler, ema, config,
+                    net, model, make_loader(dataset, batches, workers), optimizer, scaler, ema, config,
                     model_config, loss_config, progress, total_iters, stop_at, warmup, proc, save, stop,
                 )  # fmt: skip
                 if progress.batch < batches_per_epoch:  # stopped early (max_iters, Ctrl-C): resumable mid-epoch
@@ -205,6 +211,8 @@ def train_one_epoch(net, model: Yolo4, loader, optimizer, scaler, ema, config: T
             group["lr"] = lr
         model.set_dropblock(dropblock_probability(progress.iteration, total_iters, config.dropblock))
         images, targets = images.to(proc.device, non_blocking=True), targets.to(proc.device)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         if config.multiscale:
             images, targets = random_rescale(images, targets, progress.iteration, config.seed)
 
