@@ -121,3 +121,24 @@ def _optional_inputs(graph: onnx.GraphProto, conf: float, iou: float, max_det: i
         graph.input.append(helper.make_tensor_value_info(name, dtype, [1]))
         graph.initializer.append(numpy_helper.from_array(value, name))
     return CONF_INPUT, IOU_INPUT, MAX_DET_INPUT
+
+
+def add_nms(source, out, conf_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 300):
+    """An exported decoded-output yolo4 file -> the same model with in-graph NMS (what
+    ``export_onnx(..., nms=True)`` writes), without exporting from PyTorch again."""
+    import json
+    from pathlib import Path
+
+    from yolo4.core.onnx_metadata import NMS, nms_layout, parse_metadata
+    from yolo4.detector.checkpoint import write_atomic
+
+    model = onnx.load(str(source))
+    props = {p.key: p.value for p in model.metadata_props}
+    metadata = parse_metadata(props, str(source))
+    if metadata.layout["kind"] == NMS or metadata.precision != "fp32":
+        raise ValueError(f"{source}: add NMS to an FP32 file with decoded outputs")
+    append_nms(model, metadata.config.num_classes, conf_threshold, iou_threshold, max_detections)
+    helper.set_model_props(model, {**props, "output": json.dumps(nms_layout(conf_threshold, iou_threshold, max_detections))})
+    onnx.checker.check_model(model, full_check=True)
+    write_atomic(out, model.SerializeToString())
+    return Path(out)

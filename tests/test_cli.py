@@ -1,19 +1,34 @@
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
+import pytest
 from darknet_files import write_random_weights
 from yolo4.detector.loading import load_darknet
 
 
-def yolo4(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "yolo4", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+class Run:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def test_convert_detect_and_back_to_darknet(tmp_path, darknet_dir, images_dir):
+@pytest.fixture
+def yolo4(capsys, monkeypatch):
+    """``yolo4 ARGS`` in this process (no interpreter start-up): exit code and output. An
+    uncaught exception fails the test, which is stricter than looking for a traceback."""
+    from yolo4.cli import main
+
+    def run(*args, cwd):
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return Run(code, out.out, out.err)
+
+    return run
+
+
+def test_convert_detect_and_back_to_darknet(yolo4, tmp_path, darknet_dir, images_dir):
     cfg = darknet_dir / "yolov4-tiny.cfg"
     weights = tmp_path / "tiny.weights"
     write_random_weights(load_darknet(cfg, None).model, weights, seed=3)
@@ -43,7 +58,7 @@ def test_convert_detect_and_back_to_darknet(tmp_path, darknet_dir, images_dir):
     assert (out / "grey.json").exists() and not (out / "broken.json").exists()
 
 
-def test_cli_errors_are_messages_not_tracebacks(tmp_path, images_dir):
+def test_cli_errors_are_messages_not_tracebacks(yolo4, tmp_path, images_dir):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     run = yolo4("detect", images_dir, "--weights", tmp_path / "junk.pt", cwd=tmp_path)
     assert run.returncode == 2

@@ -11,13 +11,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from live_weights import live_model, square_crop
+from live_weights import square_crop
 from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops import nms as tv_nms
 from yolo4.core.config import PreprocessConfig, Thresholds
 from yolo4.core.nms import batched_nms, nms, select_detections
 from yolo4.core.preprocess import ContractMismatch
-from yolo4.detector.export import export_onnx
 from yolo4.detector.postprocess import postprocess
 from yolo4.serving.runtime import EdgeDetector, EdgeModelError
 
@@ -41,6 +40,8 @@ def test_numpy_nms_matches_torchvision(seed):
         np.testing.assert_array_equal(nms(boxes, scores, iou), expected)
         expected = tv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes), iou)
         np.testing.assert_array_equal(batched_nms(boxes, scores, classes, iou), expected.numpy())
+        # stopping after the first k kept keeps exactly the top k of the full result
+        np.testing.assert_array_equal(batched_nms(boxes, scores, classes, iou, max_keep=7), expected.numpy()[:7])
 
 
 def test_select_detections_matches_torch_postprocess():
@@ -70,12 +71,17 @@ def photos(images_dir):
 
 
 @pytest.fixture(scope="module")
-def models(photos, tmp_path_factory):
-    """A static decoded file and a dynamic in-graph-NMS file of one nano model."""
-    model, config = live_model("yolov4-nano", photos, 160, ("RBC", "WBC", "Platelets"))
-    folder = tmp_path_factory.mktemp("edge")
-    plain = export_onnx(model, config, folder / "plain.onnx")
-    return plain, export_onnx(model, config, folder / "nms.onnx", dynamic=True, nms=True)
+def models(nano_onnx, nano_onnx_nms, tmp_path_factory):
+    """A fixed-size decoded file and a dynamic in-graph-NMS file of one nano model. The fixed
+    one is the dynamic export with its input pinned to (1, 3, 256, 256) (what a static export
+    declares; ``yolo4 export`` without --dynamic is tested in test_export.py)."""
+    model = onnx.load(str(nano_onnx))
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, (1, 3, 256, 256)):
+        dim.dim_value = value
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, "dynamic": "false"})
+    plain = tmp_path_factory.mktemp("edge") / "plain.onnx"
+    onnx.save(model, str(plain))
+    return plain, nano_onnx_nms
 
 
 def test_nms_in_graph_and_in_numpy_agree(models, photos):

@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import LIVE_METRICS
 from live_weights import live_model, match_detections, square_crop
 from yolo4.core.config import Thresholds
 from yolo4.core.onnx_metadata import parse_metadata
@@ -29,27 +30,18 @@ def photos(images_dir):
 
 
 @pytest.fixture(scope="module")
-def nano(photos):
-    return live_model("yolov4-nano", photos, 256, BCCD)
+def nano(live_nano):
+    return live_nano
 
 
 @pytest.fixture(scope="module")
-def nano_dynamic(nano, tmp_path_factory):
-    model, config = nano
-    return export_onnx(model, config, tmp_path_factory.mktemp("dynamic") / "nano.onnx", dynamic=True)
-
-
-METRICS = {"mAP50": 0.61, "mAP50-95": 0.38, "epoch": 12}
+def nano_dynamic(nano_onnx):
+    return nano_onnx
 
 
 @pytest.fixture(scope="module")
-def nano_nms(nano, tmp_path_factory):
-    model, config = nano
-    path = tmp_path_factory.mktemp("nms") / "nano-nms.onnx"
-    return export_onnx(
-        model, config, path, dynamic=True, nms=True, conf_threshold=0.3, metrics=METRICS, source="best.pt",
-        extra_metadata={"dataset": "bccd"},
-    )
+def nano_nms(nano_onnx_nms):
+    return nano_onnx_nms
 
 
 def session(path) -> ort.InferenceSession:
@@ -153,15 +145,19 @@ def test_metadata_round_trip_and_single_file(nano, nano_nms):
     assert proto.opset_import[0].version >= 17
     meta = parse_metadata({p.key: p.value for p in proto.metadata_props})
     assert meta.config == config
-    assert meta.metrics == METRICS and meta.precision == "fp32" and meta.has_nms and meta.dynamic
+    assert meta.metrics == LIVE_METRICS and meta.precision == "fp32" and meta.has_nms and meta.dynamic
     assert meta.layout["box_format"] == "xyxy" and meta.layout["columns"][4:] == ["score", "class_id"]
     assert meta.props["source"] == "best.pt" and meta.props["variant"] == "yolov4-nano"
     assert meta.props["dataset"] == "bccd"
+    from yolo4.detector.onnx_nms import add_nms
+
+    with pytest.raises(ValueError, match="decoded outputs"):  # NMS is added once
+        add_nms(nano_nms, nano_nms.with_name("twice.onnx"))
     with pytest.raises(ValueError, match="reserved|may not replace"):
         export_onnx(*nano, nano_nms.with_name("x.onnx"), extra_metadata={"config": "{}"})
     edge = EdgeDetector(nano_nms)
     assert edge.config == config and edge.has_nms and edge.precision == "fp32"
-    assert edge.metadata["output"] == meta.layout and edge.metadata["metrics"] == METRICS
+    assert edge.metadata["output"] == meta.layout and edge.metadata["metrics"] == LIVE_METRICS
 
 
 def test_export_command(nano, tmp_path):

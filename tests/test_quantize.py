@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import shared_path
-from live_weights import live_model, make_live, square_crop
+from live_weights import make_live, square_crop
 from yolo4.core.nms import box_iou_one_to_many
 from yolo4.core.onnx_metadata import parse_metadata
 from yolo4.core.presets import preset
@@ -35,18 +35,15 @@ def bccd_images():
 
 
 @pytest.fixture(scope="module")
-def fp32(bccd_images, tmp_path_factory):
-    """A nano model with live weights on BCCD crops, exported with in-graph NMS (so the NMS part
-    must be found and kept in float too)."""
-    crops = [square_crop(cv2.imread(str(p))) for p in bccd_images[:8]]
-    model, config = live_model("yolov4-nano", crops, 256, ("RBC", "WBC", "Platelets"))
-    return export_onnx(model, config, tmp_path_factory.mktemp("q") / "fp32.onnx", nms=True)
+def fp32(nano_onnx_nms):
+    """The live nano with in-graph NMS (so the NMS part must be found and kept in float too)."""
+    return nano_onnx_nms
 
 
 @pytest.fixture(scope="module")
-def int8(fp32, bccd_images):
+def int8(fp32, bccd_images, tmp_path_factory):
     config = EdgeDetector(fp32).config
-    out = fp32.with_name("int8.onnx")
+    out = tmp_path_factory.mktemp("q") / "int8.onnx"
     region = quantize_int8(fp32, out, calibration_inputs(bccd_images[8:40], config))
     return out, region
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import yaml
+
+PLOT_EVERY_S = 30.0
 
 
 class RunDir:
@@ -18,6 +21,7 @@ class RunDir:
         self.path, self.enabled = path, enabled
         self.weights = path / "weights"
         self.metrics_file = path / "metrics.csv"
+        self._plotted = -float("inf")
         if enabled:
             self.weights.mkdir(parents=True, exist_ok=True)
 
@@ -27,8 +31,9 @@ class RunDir:
                                    "loss": _plain(loss_config.to_dict())}, sort_keys=False)  # fmt: skip
             (self.path / "config.yaml").write_text(text)
 
-    def log(self, row: dict) -> None:
-        """Append one epoch's metrics and redraw the plots."""
+    def log(self, row: dict, final: bool = False) -> None:
+        """Append one epoch's metrics; redraw the plots at most every ``PLOT_EVERY_S`` (drawing
+        took longer than a short epoch) and at the last epoch."""
         if not self.enabled:
             return
         rows = self.read_metrics()
@@ -38,7 +43,9 @@ class RunDir:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        self.plot(rows)
+        if final or time.monotonic() - self._plotted >= PLOT_EVERY_S:
+            self.plot(rows)
+            self._plotted = time.monotonic()
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_file.exists():

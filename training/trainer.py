@@ -172,7 +172,7 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                         print(f"epoch {epoch + 1}: val mAP50 {scored['mAP50']:.3f}, mAP50-95 {scored['mAP50-95']:.3f} "
                               f"({metrics['val_seconds']:.1f} s)")  # fmt: skip
                 if proc.main:
-                    run.log(metrics)
+                    run.log(metrics, final=epoch + 1 == config.epochs)
                     if metrics.get("mAP50-95", -1.0) > progress.best_map:
                         progress.best_map = metrics["mAP50-95"]
                         save("best.pt", metrics)
