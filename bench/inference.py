@@ -3,7 +3,7 @@ INT8 (and PyTorch eager, OpenCV DNN where they can run the same weights) at 1 th
 core, and at every core while another process keeps one core busy; plus the runtime's automatic
 choice (``yolo4.serving.choice``) and where it lands.
 
-    python bench/inference.py [--models yolov4-tiny-coco yolov4-nano-bccd yolov4] [--runs 20]
+    python bench/inference.py [--models yolov4-tiny-coco yolov4-tiny-bccd yolov4] [--runs 20]
 
 The shipped models run their shipped files on their sample image; ``yolov4`` (no official
 weights here) gets random Darknet-format weights, exported and quantized on the fly (latency
@@ -120,7 +120,7 @@ def busy_core():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["yolov4-tiny-coco", "yolov4-nano-bccd", "yolov4"])
+    parser.add_argument("--models", nargs="+", default=["yolov4-tiny-coco", "yolov4-tiny-bccd", "yolov4"])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     cores = usable_cores()

@@ -10,6 +10,7 @@ A dataset YAML names the annotation format, the root folder, the splits and the 
       train: {list: ImageSets/Main/train.txt}                                   # voc
       val:   {images: val2017, annotations: annotations/instances_val2017.json}  # coco
       test:  {images: images/test}                   # yolo: labels/ mirrors images/
+    difficult: ignore                # voc: <difficult> objects ignored (VOC's protocol), or keep
 
 Relative paths are resolved against ``root``; a relative ``root`` against the YAML's folder.
 """
@@ -46,6 +47,9 @@ class DataConfig:
     splits: dict[str, SplitConfig] = field(default_factory=dict)
     class_names: tuple[str, ...] = ()  # empty for coco until the JSON is read
     path: Path | None = None
+    # VOC objects marked <difficult>1: "ignore" (VOC's protocol: not trained on, and neither a
+    # hit nor a miss in scoring, as COCO's iscrowd regions) or "keep" (ordinary objects).
+    difficult: str = "ignore"
 
     def split(self, name: str) -> SplitConfig:
         if name not in self.splits:
@@ -83,7 +87,7 @@ def load_data_config(path: str | Path) -> DataConfig:
         raise DataConfigError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise DataConfigError(f"{path}: expected a mapping with format, root, splits")
-    unknown = set(raw) - {"name", "format", "root", "names", "splits"}
+    unknown = set(raw) - {"name", "format", "root", "names", "splits", "difficult"}
     if unknown:
         raise DataConfigError(f"{path}: unknown keys {sorted(unknown)}")
     fmt = raw.get("format")
@@ -104,4 +108,7 @@ def load_data_config(path: str | Path) -> DataConfig:
     names = tuple(str(n) for n in raw.get("names") or ())
     if fmt != "coco" and not names:
         raise DataConfigError(f"{path}: names (the class list) is required for {fmt} datasets")
-    return DataConfig(str(raw.get("name", path.stem)), fmt, root, splits, names, path)
+    difficult = raw.get("difficult", "ignore")
+    if difficult not in ("ignore", "keep"):
+        raise DataConfigError(f"{path}: difficult must be ignore or keep, got {difficult!r}")
+    return DataConfig(str(raw.get("name", path.stem)), fmt, root, splits, names, path, difficult)

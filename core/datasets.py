@@ -25,6 +25,9 @@ class Sample:
     labels: np.ndarray  # (N,) int64, contiguous class index
     image_id: int  # COCO image id, else the position in the split
     size: tuple[int, int]  # (height, width)
+    # Objects neither trained on nor scored (VOC difficult objects): (K, 4) xyxy, (K,) classes
+    ignored: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    ignored_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def read_voc(config: DataConfig, split: str, report: _Collector) -> list[Sample]
         size = _image_size(image_path, report)
         if size is None:
             continue
-        boxes, labels = [], []
+        boxes, labels, difficult, difficult_labels = [], [], [], []
         for i, obj in enumerate(root.iter("object")):
             name = (obj.findtext("name") or "").strip()
             box = obj.find("bndbox")
@@ -140,10 +143,12 @@ def read_voc(config: DataConfig, split: str, report: _Collector) -> list[Sample]
                 continue
             # VOC coordinates are 1-based inclusive pixels; BCCD and most tools write them as
             # 0-based edges, so they are used as given.
-            boxes.append(coords)
-            labels.append(class_index[name])
+            is_difficult = config.difficult == "ignore" and (obj.findtext("difficult") or "0").strip() == "1"
+            (difficult if is_difficult else boxes).append(coords)
+            (difficult_labels if is_difficult else labels).append(class_index[name])
         boxes, labels = _clean_boxes(str(xml_path), boxes, labels, size, report)
-        samples.append(Sample(image_path, boxes, labels, image_id, size))
+        ignored = np.array(difficult, np.float32).reshape(-1, 4)
+        samples.append(Sample(image_path, boxes, labels, image_id, size, ignored, np.array(difficult_labels, np.int64)))
     return samples
 
 

@@ -55,6 +55,20 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: ModelConfi
     write_atomic(path, buffer.getvalue())
 
 
+def describe_foreign(path: Path) -> str:
+    """What a file that is not one of our checkpoints seems to be, and what to do with it.
+    (Not torch's advice to load with ``weights_only=False``: that runs the file's code.)"""
+    head = path.read_bytes()[:64]
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX file: pass it with --onnx"
+    if path.suffix.lower() == ".weights" or (len(head) >= 12 and head[:4] == b"\x00\x00\x00\x00" and head[4:8] in (b"\x01\x00\x00\x00", b"\x02\x00\x00\x00")):
+        return "a Darknet .weights file: give its --cfg too (or --model yolov4-tiny / yolov4 to train from it)"
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return ("a PyTorch file written by another tool (it stores Python objects, e.g. an ultralytics or "
+                "torchvision checkpoint); yolo4 reads its own checkpoints only, without running code from the file")
+    return "neither a yolo4 checkpoint (yolo4 train / convert) nor a Darknet, ONNX or PyTorch file"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and validate a checkpoint; ``config`` comes back as a ``ModelConfig``."""
     path = Path(path)
@@ -62,11 +76,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, unsafe globals: all mean "not ours"
-        raise CheckpointError(
-            f"{path}: not a readable yolo4 checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            "For Darknet files use --cfg X.cfg --weights X.weights."
-        ) from None
+    except Exception:  # pickle errors, zip errors, unsafe globals: all mean "not ours"
+        raise CheckpointError(f"{path}: not a yolo4 checkpoint: {describe_foreign(path)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a yolo4 checkpoint (no format marker; was it written by another tool?)")
     if state.get("version", 0) > VERSION:

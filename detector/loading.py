@@ -36,6 +36,23 @@ def load_darknet(cfg: str | Path, weights: str | Path | None, names: str | Path 
     return LoadedModel(model, config, f"{cfg} + {weights}", extra)
 
 
+# The presets that are exactly an official Darknet cfg: their .weights load without the cfg.
+DARKNET_PRESETS = ("yolov4", "yolov4-tiny")
+
+
+def load_darknet_preset(name: str, weights: str | Path, names: str | Path | None = None) -> LoadedModel:
+    """Official Darknet ``.weights`` (80 COCO classes) into the preset that is exactly its cfg."""
+    from yolo4.core.presets import preset
+    from yolo4.detector.darknet_weights import load_darknet_weights
+
+    if name not in DARKNET_PRESETS:
+        raise ValueError(f"{weights}: Darknet weights load into {', '.join(DARKNET_PRESETS)} (or give their --cfg), not {name}")
+    config = preset(name, class_names=read_class_names(names) if names else None)
+    model = build_model(config)
+    header = load_darknet_weights(model, weights)
+    return LoadedModel(model, config, f"{name} + {weights}", {"darknet_header": header})
+
+
 def load_model(weights: str | Path, cfg: str | Path | None = None, names: str | Path | None = None) -> LoadedModel:
     """``weights`` is our ``.pt`` checkpoint, or a Darknet ``.weights`` file when ``cfg`` is given.
 

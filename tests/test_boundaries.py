@@ -62,10 +62,10 @@ def test_layers_import_only_what_they_may():
     assert not violations, "\n".join(violations)
 
 
-def blocked_torch(tmp: Path) -> Path:
-    """A folder that, first on PYTHONPATH, makes torch unimportable in every process started
-    from here (BentoML's workers included)."""
-    for name in ("torch", "torchvision"):
+def blocked_torch(tmp: Path, names=("torch", "torchvision")) -> Path:
+    """A folder that, first on PYTHONPATH, makes torch (or ``names``) unimportable in every
+    process started from here (BentoML's workers included)."""
+    for name in names:
         (tmp / "blocked" / name).mkdir(parents=True, exist_ok=True)
         (tmp / "blocked" / name / "__init__.py").write_text(f"raise ModuleNotFoundError('{name} is blocked in this test', name='{name}')\n")
     return tmp / "blocked"
@@ -137,3 +137,17 @@ def test_the_wheel_installs_one_import_name(built_wheel):
                      "yolo4/serving/service.py", "yolo4/data/coco80.names", "yolo4/serving/models/"):  # fmt: skip
         assert any(n.startswith(expected) for n in names), expected
     assert not any(n.startswith(("yolo4/tests", "tests/", "bench/")) for n in names)
+
+
+def test_the_edge_install_needs_only_numpy_opencv_onnxruntime_and_tqdm(tmp_path, onnx_file):
+    """``pip install yolo4[edge]``: the edge entry point and yolo4 detect --onnx with every other
+    extra's library unimportable (what the base install and the edge extra do not bring)."""
+    model, sample, _ = onnx_file
+    others = ("torch", "torchvision", "yaml", "PIL", "pycocotools", "matplotlib", "bentoml", "fastapi", "onnx",
+              "albumentations")  # fmt: skip
+    env = server_env(tmp_path, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(blocked_torch(tmp_path, others)), env["PYTHONPATH"]])
+    for command in (["-m", "yolo4.edge", str(sample), "--out", "edge"], ["-m", "yolo4", "detect", str(sample), "--out", "det"]):
+        run = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert (tmp_path / command[-1] / f"{sample.stem}.json").is_file()

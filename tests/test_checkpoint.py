@@ -1,5 +1,6 @@
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from yolo4.core.presets import yolov4_nano
@@ -28,7 +29,7 @@ def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
     save_checkpoint(good, build_model(yolov4_nano()), yolov4_nano())
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match="not a readable yolo4 checkpoint"):
+    with pytest.raises(CheckpointError, match="not a yolo4 checkpoint: a PyTorch file"):
         load_checkpoint(truncated)
 
     foreign = tmp_path / "foreign.pt"
@@ -39,8 +40,18 @@ def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path):
     pickled_module = tmp_path / "module.pt"
     with open(pickled_module, "wb") as f:
         pickle.dump(torch.nn.Linear(2, 2), f)
-    with pytest.raises(CheckpointError, match="not a readable yolo4 checkpoint"):
+    with pytest.raises(CheckpointError, match="written by another tool") as caught:
         load_checkpoint(pickled_module)
+    assert "weights_only" not in str(caught.value)  # torch's advice would run the file's code
+
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x07onnx")
+    with pytest.raises(CheckpointError, match="an ONNX file: pass it with --onnx"):
+        load_checkpoint(onnx_file)
+    darknet = tmp_path / "x.weights"
+    darknet.write_bytes(np.array([0, 2, 5, 0, 0], "<i4").tobytes() + b"\0" * 64)
+    with pytest.raises(CheckpointError, match="a Darknet .weights file: give its --cfg"):
+        load_checkpoint(darknet)
 
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "nothing.pt")

@@ -21,6 +21,7 @@ from yolo4.core.coco import (
     evaluate_results,
     ground_truth_from_json,
     ground_truth_from_set,
+    quick_metrics,
     xyxy_to_coco_xywh,
 )  # fmt: skip
 from yolo4.core.config import COCO_EVAL
@@ -150,6 +151,12 @@ def test_jittered_ground_truth_equals_cocoeval_called_directly(coco_val, tmp_pat
         p = precision[:, :, k, 0, -1]
         assert row.ap == (float(p[p > -1].mean()) if (p > -1).any() else -1.0)
     assert ours.summary_text.count("Average Precision") == 6
+    # The per-epoch validation's faster-coco-eval gives the same numbers (to rounding), or it would not be used.
+    import faster_coco_eval  # noqa: F401  (the train extra installs it: quick_metrics must not fall back here)
+
+    quick = quick_metrics(ground_truth_from_set(coco_val), results)
+    assert list(quick) == list(METRIC_NAMES)
+    np.testing.assert_allclose(list(quick.values()), list(ours.metrics.values()), rtol=0, atol=1e-12)
 
 
 def write_coco_set(root: Path, images: list[tuple[str, int, int]], annotations: list[tuple[str, int, list]],

@@ -189,3 +189,17 @@ def test_quantize_refuses_a_class_mismatch_before_calibrating(fp32, tmp_path, ca
     assert main(["quantize", "--onnx", str(fp32), "--data", "coco-mini", "--out", str(out)]) == 2
     err = capsys.readouterr()
     assert "not the 80 categories" in err.err and "calibrate" not in err.err + err.out and not out.exists()
+
+
+@pytest.mark.parametrize("fp32_ms, int8_ms, verdict", [(20.0, 10.0, "INT8 2.00x faster"), (19.0, 20.0, "INT8 1.05x slower than FP32")])
+def test_the_report_says_slower_when_int8_is_slower(fp32_ms, int8_ms, verdict):
+    from yolo4.core.coco import CocoScores
+    from yolo4.serving.gate import GateReport, format_report
+
+    def scores(map50):
+        return CocoScores({"mAP50": map50, "mAP50-95": map50 / 2}, (), np.zeros(0), np.zeros(0), np.zeros(0), "")
+
+    report = GateReport({"fp32": scores(0.8), "int8": scores(0.795)}, {"fp32": fp32_ms, "int8": int8_ms}, 2, "test CPU", 5)
+    text = format_report(report)
+    assert verdict in text and "CPU test CPU" in text
+    assert report.map50_drop == pytest.approx(0.5) and report.passes() and not report.passes(max_drop=0.4)

@@ -206,6 +206,7 @@ BAD_INPUTS = {
     "max_det 0": ("/detect", [("image", "a.jpg", "dog", "image/jpeg")], {"max_det": "0"}, 400, "max_det"),
     "conf not a number": ("/detect", [("image", "a.jpg", "dog", "image/jpeg")], {"conf": "high"}, 400, "conf"),
     "no image": ("/detect", [], {"conf": "0.5"}, 400, "image"),
+    "upload in field 'file'": ("/detect", [("file", "a.jpg", "dog", "image/jpeg")], {}, 400, "curl -F image=@"),
     "URL instead of a file": ("/detect", [], {"image": "http://127.0.0.1:1/x.jpg"}, 400, "file upload"),
     "file in a value field": ("/detect", [("image", "a.jpg", "dog", "image/jpeg"), ("conf", "c.jpg", "dog", "image/jpeg")],
                               {}, 400, "conf"),
@@ -247,6 +248,19 @@ def test_requests_that_are_not_forms_or_too_large_streams(server, photo_bytes):
     chunks = (form[i : i + 65536] for i in range(0, len(form), 65536))
     status, _, body = request(server, "POST", "/detect", chunks, headers, chunked=True)
     assert status == 413 and b"limit" in body
+    assert detect(server, "person.jpg", photo_bytes["person"])["detections"] is not None
+
+
+def test_an_over_size_body_sent_without_waiting_gets_the_413(server, photo_bytes):
+    """Python's urllib writes the whole body before reading the answer (no Expect: 100-continue):
+    the server reads and drops the rest, so the client sees the 413, not a reset connection."""
+    import urllib.error
+    import urllib.request
+
+    form, headers = multipart([("image", "a.jpg", photo_bytes["dog"] + b"\0" * (40 * MAX_UPLOAD_MB * 2**20), "image/jpeg")])
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(f"http://{server.host}:{server.port}/detect", form, headers), timeout=60)
+    assert refused.value.code == 413 and b"limit" in refused.value.read()
     assert detect(server, "person.jpg", photo_bytes["person"])["detections"] is not None
 
 

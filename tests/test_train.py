@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,45 +82,76 @@ def test_resume_refuses_incompatible_changes(data, tmp_path):
         fit(apply_overrides(TrainConfig(), ["lr=0.05"]), resume=out / "weights" / "last.pt")
 
 
-def test_sigkill_mid_run_then_resume(data, tmp_path):
-    # A 50-epoch run cannot finish before the kill lands; both runs stop
-    # (max_iters changes no schedule) at iteration 12, so the resumed one must equal the uninterrupted one.
-    common = ["epochs=50", "dropblock=0.2", "augment.cutmix=0.5"]
-    fit(config(data, tmp_path / "straight", *common, "max_iters=12"))
-    reference = _final_state(tmp_path / "straight" / "weights" / "last.pt")
+INTERRUPTED = ["epochs=50", "dropblock=0.2", "augment.cutmix=0.5"]
 
-    out = tmp_path / "killed"
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """50 epochs stopped (max_iters changes no schedule) at iteration 12: 4 whole epochs."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    fit(config(data, out, *INTERRUPTED, "max_iters=12"))
+    return _final_state(out / "weights" / "last.pt"), out / "metrics.csv"
+
+
+def interrupt_and_resume(data, out: Path, sig: int) -> tuple[int, subprocess.CompletedProcess]:
+    """Start a run that cannot finish, send ``sig`` once it has saved a resume point at
+    iteration 2 or later, then resume it to iteration 12. Returns where it resumed and the run."""
     args = [sys.executable, "-m", "yolo4", "train", "--data", str(data), "--img", "96", "--batch", "2",
             "--workers", "0", "--epochs", "50", "--out", str(out), "--set", "val_every=0", "warmup_epochs=0.5",
-            "lr=0.002", "dropblock=0.2", "augment.cutmix=0.5", "save_every=1"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "lr=0.002", *INTERRUPTED[1:], "save_every=1"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = out / "weights" / "last.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if last.exists() and load_checkpoint(last)["progress"]["iteration"] >= 2:
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert 2 <= load_checkpoint(last)["progress"]["iteration"] < 12
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:  # Ctrl-C: the step under way finishes, a resume point is saved, exit 130
+        assert proc.returncode == 130, err[-2000:]
+        assert "interrupted after iteration" in err and "Traceback" not in err
+    resumed_at = load_checkpoint(last)["progress"]["iteration"]
+    assert 2 <= resumed_at < 12
     run = subprocess.run([sys.executable, "-m", "yolo4", "train", "--resume", str(last), "--set", "max_iters=12"],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    model, ema, progress = _final_state(last)
+    return resumed_at, run
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_interrupted_then_resumed_equals_the_uninterrupted_run(data, tmp_path, uninterrupted, sig):
+    (model_ref, ema_ref, _), metrics_ref = uninterrupted
+    out = tmp_path / "interrupted"
+    resumed_at, run = interrupt_and_resume(data, out, sig)
+    # The resumed process ran the remaining steps only (not a restart that happens to agree).
+    assert f"resuming at iteration {resumed_at} of 12" in run.stdout
+    assert f"done ({12 - resumed_at} steps)" in run.stdout
+    model, ema, progress = _final_state(out / "weights" / "last.pt")
     assert progress["iteration"] == 12
-    assert_same_weights(model, reference[0])
-    assert_same_weights(ema, reference[1])
+    assert_same_weights(model, model_ref)  # BatchNorm running statistics and counters included
+    assert_same_weights(ema, ema_ref)
+    import csv
+
+    rows = lambda path: [(r["epoch"], r["loss_total"], r["loss_box"]) for r in csv.DictReader(open(path))]  # noqa: E731
+    assert rows(out / "metrics.csv") == rows(metrics_ref)  # the interrupted epoch's loss covers all of it
 
 
 def _ddp_worker(rank, world, port, data, out, results):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    result = fit(config(data, out, "epochs=2", "batch_size=4", "dropblock=0"))
+    result = fit(config(data, out, *DDP_SETTINGS))
     torch.save(result.model.state_dict(), results / f"rank{rank}.pt")
 
 
-def test_two_gloo_processes_end_with_identical_weights(data, tmp_path):
+# BatchNorm in eval mode (its batch statistics would be per rank) and Darknet's loss (a sum per
+# image: its gradient averages over ranks exactly as over one batch); DropBlock's masks are per rank.
+DDP_SETTINGS = ("epochs=2", "batch_size=4", "dropblock=0", "freeze_bn=true", "loss_form=darknet")
+
+
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(data, tmp_path):
     from yolo4.detector.model import build_model
 
     with socket.socket() as s:
@@ -136,3 +168,12 @@ def test_two_gloo_processes_end_with_identical_weights(data, tmp_path):
     for name in names:  # parameters; BatchNorm running stats are per-rank by design
         assert torch.equal(rank0[name], rank1[name]), name
     assert any(not torch.equal(rank0[name], initial[name]) for name in names)  # they did train
+    # One process with the same global batch (4 images a step) ends with the same weights.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = fit(config(data, tmp_path / "single", *DDP_SETTINGS)).model.state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    for name in names:
+        torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -40,6 +40,16 @@ def test_darknet_recipe_applies_unless_overridden(darknet_dir):
     assert (config.optimizer, config.lr, config.momentum) == ("sgd", 0.00261, 0.9)  # yolov4-tiny.cfg's own values
 
 
+def test_fine_tune_recipe_applies_unless_overridden():
+    from yolo4.training.config import FINE_TUNE
+    from yolo4.training.setup import apply_fine_tune_recipe
+
+    config = apply_fine_tune_recipe(TrainConfig())
+    assert (config.lr, config.warmup_epochs) == (FINE_TUNE["lr"], FINE_TUNE["warmup_epochs"]) != (TrainConfig().lr, TrainConfig().warmup_epochs)
+    deliberate = apply_fine_tune_recipe(apply_overrides(TrainConfig(), [f"lr={TrainConfig().lr}"]))  # the default, given
+    assert (deliberate.lr, deliberate.warmup_epochs) == (TrainConfig().lr, FINE_TUNE["warmup_epochs"])
+
+
 def test_learning_rate_schedule():
     lr = lambda i, **kw: learning_rate(i, 1000, 0.01, 100, **kw)  # noqa: E731
     assert lr(0) == 0 and lr(50) == pytest.approx(0.01 * 0.5**4)  # Darknet burn-in, power 4
@@ -93,7 +103,7 @@ def test_fresh_models_get_k_means_anchors_of_their_dataset(tmp_path):
     expected = kmeans_anchors(wh.astype(np.float64), 9).round(1)
     assert np.allclose([a for h in config.heads for a in h.anchors], expected)
     assert [h.stride for h in config.heads] == [8, 16, 32]
-    preset_config = initial_model(TrainConfig(img_size=128, anchors="preset"), train).config
+    preset_config = initial_model(TrainConfig(img_size=128, anchors="keep"), train).config
     assert preset_config.heads[0].anchors[0] == (round(12 * 128 / 608, 1), round(16 * 128 / 608, 1))
 
 
@@ -116,3 +126,35 @@ def test_multiscale_rescales_images_and_boxes_together():
     assert len(sizes) > 1
     same, _ = random_rescale(images, targets, 3, seed=0)
     assert same.shape == random_rescale(images, targets, 3, seed=0)[0].shape  # reproducible per iteration
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_new_classes_keep_everything_but_the_class_rows_and_predict_the_same_boxes(refit):
+    from dataclasses import replace
+
+    from yolo4.core.presets import preset
+    from yolo4.detector.decode import DecodedModel
+    from yolo4.detector.model import build_model
+    from yolo4.training.transfer import transfer
+
+    torch.manual_seed(0)
+    coco = preset("yolov4-tiny", input_size=(128, 128))
+    source = build_model(coco).eval()
+    for p in source.parameters():  # a trained model's rows are not the fresh init
+        p.data.normal_(0, 0.05)
+    heads = coco.heads
+    if refit:  # anchors fitted to another dataset: each head's rows follow its anchors
+        heads = tuple(replace(h, anchors=tuple((w * 0.7, hh * 1.2) for w, hh in h.anchors)) for h in heads)
+    config = coco.with_classes(("RBC", "WBC", "Platelets")).replace(heads=heads)
+    target = build_model(config).eval()
+    fresh_class_bias = target.heads[0].pred.bias.view(3, 8)[:, 5:].clone()
+    kept, total = transfer(source, target)
+    assert (kept, total) == (len(target.state_dict()) - 4, len(target.state_dict()))  # pred weight+bias of 2 heads
+    for name, value in target.state_dict().items():
+        if ".pred." not in name:
+            assert torch.equal(value, source.state_dict()[name]), name  # backbone, neck, head convs
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        before, after = DecodedModel(source, coco)(images), DecodedModel(target, config)(images)
+    torch.testing.assert_close(after[..., :5], before[..., :5], rtol=1e-4, atol=1e-3)  # boxes and objectness
+    assert torch.equal(target.heads[0].pred.bias.view(3, 8)[:, 5:], fresh_class_bias)  # only these start fresh

@@ -1,7 +1,8 @@
 """Darknet's target assignment for YOLOv4 (darknet/src/yolo_layer.c), as pure functions.
 
 A ground-truth box is a positive for:
-  * the anchor (over all heads) whose shape best matches it, and
+  * the anchor (over all heads) whose shape best matches it (every copy of it, when heads share
+    an anchor, as yolov4-tiny's do), and
   * every other anchor whose shape IoU with it exceeds ``iou_thresh`` (0.213 in yolov4.cfg;
     1.0 disables this and leaves one anchor per box),
 each at the grid cell containing the box centre on that anchor's head. With
@@ -71,7 +72,9 @@ def assign_targets(
     wh = (xyxy[:, 2:] - xyxy[:, :2]).clamp(min=1e-6)
     centre = (xyxy[:, :2] + xyxy[:, 2:]) / 2
     shape_iou = anchor_shape_iou(wh, all_anchors)  # (M, K)
-    best = shape_iou.argmax(dim=1)  # (M,)
+    # Every anchor at the best shape IoU: yolov4-tiny's two heads share an anchor (81,82), and
+    # Darknet makes a box whose best match it is a positive on both heads.
+    best = shape_iou >= shape_iou.max(dim=1, keepdim=True).values  # (M, K)
 
     results, first = [], 0
     for head_anchors, stride, (height, width) in zip(anchors, strides, grid_sizes):
@@ -79,7 +82,7 @@ def assign_targets(
         global_index = torch.arange(first, first + A, device=targets.device)
         first += A
         iou = shape_iou[:, global_index]  # (M, A)
-        positive = (best[:, None] == global_index[None]) | (iou > iou_thresh)
+        positive = best[:, global_index] | (iou > iou_thresh)
         gt, anchor = positive.nonzero(as_tuple=True)
         cell = centre[gt] / stride  # (P, 2) x, y in cells
         grid_x = cell[:, 0].long().clamp(0, width - 1)

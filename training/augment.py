@@ -31,6 +31,7 @@ class AugmentConfig:
     cutmix: float = 0.0  # probability of pasting a patch of another sample
     mixup: float = 0.0  # probability of blending with another sample
     scale: tuple[float, float] = (0.5, 1.5)
+    keep_ratio: bool = True  # scale x and y by the same factor (False: each by its own, stretching objects)
     translate: float = 0.1  # fraction of the image
     degrees: float = 0.0
     hue: float = 0.015  # fraction of the hue circle
@@ -63,7 +64,8 @@ class Augmenter:
         common = [
             A.Affine(
                 scale=config.scale, translate_percent=(-config.translate, config.translate),
-                rotate=(-config.degrees, config.degrees), fill=fill, border_mode=cv2.BORDER_CONSTANT, p=1.0,
+                rotate=(-config.degrees, config.degrees), fill=fill, border_mode=cv2.BORDER_CONSTANT,
+                keep_ratio=config.keep_ratio, p=1.0,
             ),
             A.ColorJitter(brightness=config.brightness, contrast=0.0, saturation=config.saturation,
                           hue=config.hue, p=1.0),

@@ -90,9 +90,14 @@ def darknet_loss(yolo_keys: Mapping[str, str]) -> tuple[LossConfig, list[str]]:
 
 
 def scaled_loss(config: ModelConfig) -> LossConfig:
-    """Scaled-YOLOv4's form with YOLOv5's gains, scaled to the input size and class count."""
+    """Scaled-YOLOv4's form with YOLOv5's gains, scaled to the input size and class count.
+
+    Neighbour-cell positives only on heads whose decode reaches the next cell's centre
+    (``scale_x_y >= 2``, Scaled-YOLOv4's); Darknet's 1.05-1.2 (yolov4-tiny, yolov4) keeps an
+    offset within about its own cell, so a neighbour's positive could only be pulled off the box."""
     return LossConfig(
-        reduction="mean", objectness_smooth=1.0, neighbor_cells=True, ignore_thresh=1.0,
+        reduction="mean", objectness_smooth=1.0, neighbor_cells=all(h.scale_x_y >= 2 for h in config.heads),
+        ignore_thresh=1.0,
         iou_normalizer=0.05, obj_normalizer=(config.input_size[0] / 640) ** 2,
         cls_normalizer=0.5 * config.num_classes / 80,
     )  # fmt: skip

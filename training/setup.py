@@ -14,10 +14,11 @@ import torch.distributed as dist
 from yolo4.core.config import ModelConfig
 from yolo4.core.datasets import DetectionSet
 from yolo4.core.presets import preset
-from yolo4.detector.loading import load_darknet, load_model, select_device
+from yolo4.detector.loading import load_darknet, load_darknet_preset, load_model, select_device
 from yolo4.detector.model import Yolo4, build_model
-from yolo4.training.config import COMPILE_MIN_ITERS, RESUMABLE_CHANGES, TrainConfig
+from yolo4.training.config import COMPILE_MIN_ITERS, FINE_TUNE, FINE_TUNE_LOSS, RESUMABLE_CHANGES, TrainConfig
 from yolo4.training.loss_config import LossConfig, darknet_loss, loss_for, scaled_loss
+from yolo4.training.transfer import transfer
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ModelStart:
     loss: LossConfig
     recipe: dict[str, Any] | None = None  # a Darknet cfg's [net] recipe
     notes: list[str] = field(default_factory=list)  # for the console: transfer, ignored cfg keys
+    fine_tune: bool = False  # trained weights, new classes: the fine-tuning recipe applies
 
 
 def initial_model(config: TrainConfig, train_set: DetectionSet, state: dict | None = None) -> ModelStart:
@@ -66,22 +68,26 @@ def initial_model(config: TrainConfig, train_set: DetectionSet, state: dict | No
         return ModelStart(model, model_config, LossConfig.from_dict(state["loss"]))
     size = (config.img_size, config.img_size)
     if config.weights or config.model.endswith(".cfg"):
-        return _from_files(config, train_set.class_names, size)
+        return _from_files(config, train_set, size)
     model_config = preset(config.model, class_names=train_set.class_names, input_size=size)
     if config.activation:
         model_config = model_config.with_activation(config.activation)
     if config.anchors == "auto":
         model_config = with_dataset_anchors(model_config, train_set)
-    elif config.anchors != "preset":
-        raise ValueError(f"anchors must be auto or preset, got {config.anchors!r}")
     return ModelStart(build_model(model_config), model_config, _loss(config, model_config, None))
 
 
-def _from_files(config: TrainConfig, class_names: tuple[str, ...], size: tuple[int, int]) -> ModelStart:
+def _from_files(config: TrainConfig, train_set: DetectionSet, size: tuple[int, int]) -> ModelStart:
     if config.activation:
         raise ValueError("activation cannot be changed when starting from weights")
+    class_names = train_set.class_names
     cfg = config.model if config.model.endswith(".cfg") else None
-    loaded = load_darknet(cfg, None) if cfg and not config.weights else load_model(config.weights, cfg)
+    if cfg and not config.weights:
+        loaded = load_darknet(cfg, None)  # a Darknet architecture trained from scratch
+    elif not cfg and str(config.weights).endswith(".weights"):
+        loaded = load_darknet_preset(config.model, config.weights)  # official weights into their preset
+    else:
+        loaded = load_model(config.weights, cfg)
     recipe = loaded.extra.get("darknet_train")
     recipe = vars(recipe) if recipe is not None and not isinstance(recipe, dict) else recipe
     yolo_keys = (recipe or {}).get("yolo")
@@ -94,23 +100,27 @@ def _from_files(config: TrainConfig, class_names: tuple[str, ...], size: tuple[i
     model_config = loaded.config.replace(input_size=size)
     if loaded.config.class_names == class_names:
         model = loaded.model
-    else:  # transfer learning: everything but the prediction convolutions carries over
+    else:  # transfer learning: all but the class rows of the prediction convolutions (training.transfer)
         model_config = model_config.with_classes(class_names)
+        if config.anchors == "auto":  # anchors fitted to the data; the box rows follow them exactly
+            model_config = with_dataset_anchors(model_config, train_set)
         model = build_model(model_config)
-        own = model.state_dict()
-        kept = {k: v for k, v in loaded.model.state_dict().items() if own[k].shape == v.shape}
-        model.load_state_dict(kept, strict=False)
+        kept, total = transfer(loaded.model, model)
         notes.append(
-            f"{len(loaded.config.class_names)} -> {len(class_names)} classes: kept {len(kept)} of {len(own)} "
-            f"tensors of {loaded.source}, the {len(own) - len(kept)} of the prediction convolutions start fresh"
+            f"{len(loaded.config.class_names)} -> {len(class_names)} classes: kept {kept} of {total} tensors of "
+            f"{loaded.source} whole, and the box and objectness rows of the prediction convolutions"
+            f"{' (moved to the anchors fitted to the data)' if config.anchors == 'auto' else ''}; their class rows start fresh"
         )
+    fine_tune = loaded.config.class_names != class_names
     if saved_loss is not None and config.loss_form == "auto":
         # Our checkpoint's own loss; Scaled-YOLOv4's gains follow the (new) input size and classes.
         saved = LossConfig.from_dict(saved_loss)
         loss = replace(scaled_loss(model_config) if saved.reduction == "mean" else saved, **config.loss)
+    elif fine_tune and config.loss_form == "auto":
+        loss = replace(loss_for(model_config, FINE_TUNE_LOSS), **config.loss)
     else:
         loss = _loss(config, model_config, yolo_keys)
-    return ModelStart(model, model_config, loss, recipe, notes)
+    return ModelStart(model, model_config, loss, None if fine_tune else recipe, notes, fine_tune)
 
 
 def _loss(config: TrainConfig, model_config: ModelConfig, yolo_keys) -> LossConfig:
@@ -143,6 +153,11 @@ def apply_darknet_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
     return replace(config, **changes)
 
 
+def apply_fine_tune_recipe(config: TrainConfig) -> TrainConfig:
+    """``FINE_TUNE`` (chosen on BCCD val, see the README), except for the settings the user gave."""
+    return replace(config, **{k: v for k, v in FINE_TUNE.items() if not config.was_given(k)})
+
+
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Weight decay on convolution weights only, not on BatchNorm weights or biases."""
     decay, no_decay = [], []
@@ -173,6 +188,25 @@ def check_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
         details = ", ".join(f"{k}: {saved.to_dict()[k]!r} -> {requested.to_dict()[k]!r}" for k in refused)
         raise ValueError(f"cannot resume with changed settings ({details}); only {sorted(RESUMABLE_CHANGES)} may change")
     return replace(saved, **changes)
+
+
+def frozen_parts(model: Yolo4, config: TrainConfig) -> list[torch.nn.Module]:
+    """The parts that ``freeze_epochs`` keeps fixed."""
+    return [model.backbone, model.neck] if config.freeze_neck else [model.backbone]
+
+
+def set_frozen(model: Yolo4, config: TrainConfig, frozen: bool) -> None:
+    """Freeze (or thaw) the parts: no gradients (so no backward pass through them, which is most
+    of a step's time) and BatchNorm in eval mode (its statistics stay COCO's). Call after
+    ``model.train()``: it puts the frozen parts back in eval mode."""
+    for part in frozen_parts(model, config):
+        part.requires_grad_(not frozen)
+        if frozen:
+            part.eval()
+    if config.freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
 
 
 def compile_parts(model: Yolo4, config: TrainConfig, total_iters: int) -> bool:

@@ -33,12 +33,14 @@ from yolo4.training.schedule import dropblock_probability, learning_rate
 from yolo4.training.setup import (
     Process,
     apply_darknet_recipe,
+    apply_fine_tune_recipe,
     build_optimizer,
     compile_parts,
     check_resume,
     initial_model,
     restore_rng,
     rng_state,
+    set_frozen,
     setup_process,
 )  # fmt: skip
 from yolo4.training.validate import evaluate_model
@@ -87,6 +89,8 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     model, model_config, loss_config = start.model, start.config, start.loss
     if start.recipe and state is None:
         config = apply_darknet_recipe(config, start.recipe)
+    if start.fine_tune and state is None:
+        config = apply_fine_tune_recipe(config)
     if proc.main:
         for problem in train_set.problems + val_set.problems:
             print(f"data: skipped {problem}", file=sys.stderr)
@@ -96,6 +100,11 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         if start.recipe and state is None:
             print(f"Darknet [net] recipe: {config.optimizer} lr {config.lr}, momentum {config.momentum}, decay "
                   f"{config.weight_decay}, burn_in {config.warmup_iters} iterations (override with --set)")  # fmt: skip
+        if start.fine_tune and state is None:
+            print(f"fine-tuning recipe: {config.optimizer} lr {config.lr}, warm-up {config.warmup_epochs} epochs, "
+                  f"{'scaled' if loss_config.reduction == 'mean' else 'darknet'} loss form"
+                  + (f", backbone frozen for {config.freeze_epochs:g} epochs" if config.freeze_epochs else "")
+                  + " (override with --set)")  # fmt: skip
     model.to(proc.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if config.sync_bn and proc.world > 1 and proc.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -111,7 +120,7 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             ema.updates = state["ema_updates"]
         progress = Progress(**state["progress"])
         restore_rng(state["rng"])
-    net = DistributedDataParallel(model) if proc.world > 1 else model
+    net = DistributedDataParallel(model, find_unused_parameters=config.freeze_epochs > 0) if proc.world > 1 else model
 
     per_rank_batch = max(1, config.batch_size // proc.world)
     cache = config.cache_images == "on" or (config.cache_images == "auto" and decoded_bytes(train_set.samples) <= CACHE_BYTES)
@@ -196,6 +205,7 @@ def train_one_epoch(net, model: Yolo4, loader, optimizer, scaler, ema, config: T
     """One pass over ``loader`` (or up to iteration ``stop_at``, or a stop request); the loss
     sums of the epoch accumulate in ``progress``."""
     net.train()
+    set_frozen(model, config, progress.epoch < config.freeze_epochs)  # fine-tuning: what stays as it came
     bar = tqdm(desc=f"epoch {progress.epoch + 1}/{config.epochs}", disable=not proc.main, leave=True,
                initial=progress.batch, total=progress.batch + len(loader), dynamic_ncols=True)  # fmt: skip
     batches = iter(loader)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from yolo4.core.coco import evaluate_results, ground_truth_from_set
+from yolo4.core.coco import ground_truth_from_set, quick_metrics
 from yolo4.core.config import COCO_EVAL, ModelConfig
 from yolo4.core.datasets import DetectionSet
 from yolo4.core.evaluate import check_images, class_mapping, run_inference
@@ -56,8 +56,8 @@ def evaluate_model(
     finally:
         model.train(was_training)
     if not sharded:
-        return evaluate_results(gt, run.results).metrics
-    # Rank 0 scores; the others receive its numbers (COCOeval is single-threaded and slow).
-    box: list[Any] = [evaluate_results(gt, run.results).metrics if rank == 0 else None]
+        return quick_metrics(gt, run.results)
+    # Rank 0 scores; the others receive its numbers.
+    box: list[Any] = [quick_metrics(gt, run.results) if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]

@@ -34,6 +34,9 @@ from yolo4.core.cpu import describe_cpu, usable_cores
 from yolo4.serving.bundled import MODELS_DIR
 
 SHARED_CFG = "darknet/yolov4-tiny.cfg"
+# The shipped BCCD model's recipe: yolo4 train's fine-tuning recipe from the COCO yolov4-tiny at
+# this size and length (chosen on val with the train split: README, "Fine-tuning").
+BCCD_EPOCHS, BCCD_IMG = 20, 512
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,13 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     coco.add_argument("--weights", help="yolov4-tiny.weights (default: the verified cached copy, fetched if needed)")
     coco.add_argument("--name", default="yolov4-tiny-coco")
     bccd = sub.add_parser("bccd", help="a BCCD blood-cell model trained here")
-    bccd.add_argument("--name", default="yolov4-nano-bccd")
-    bccd.add_argument("--model", default="yolov4-nano")
-    bccd.add_argument("--weights", help="start from these weights (fine-tuning)")
+    bccd.add_argument("--name", default="yolov4-tiny-bccd")
+    bccd.add_argument("--model", default="yolov4-tiny")
+    bccd.add_argument("--weights", help="start from these weights (default: the verified official COCO "
+                                        "yolov4-tiny.weights for yolov4-tiny; 'none': from scratch)")  # fmt: skip
     bccd.add_argument("--split", default="trainval", help="training split of the shipped model")
-    bccd.add_argument("--epochs", type=int, default=52)
+    bccd.add_argument("--epochs", type=int, default=BCCD_EPOCHS)
     bccd.add_argument("--batch", type=int, default=8)
-    bccd.add_argument("--img", type=int, default=416)
+    bccd.add_argument("--img", type=int, default=BCCD_IMG)
     bccd.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more training settings")
     bccd.add_argument("--held-out", help="summary.json of `yolo4 eval` of the same recipe trained on the train split")
     bccd.add_argument("--peer", help="JSON of a peer's figures on the same split and CPU, for the card")
@@ -199,10 +203,15 @@ def bccd(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from yolo4.training.config import TrainConfig, apply_overrides
     from yolo4.training.trainer import fit
 
+    weights = args.weights
+    if weights is None and args.model == "yolov4-tiny":
+        from yolo4.commands.weights import fetch_weights
+
+        weights = str(fetch_weights("yolov4-tiny"))
     settings = [
         "data=bccd", f"train_split={args.split}", f"model={args.model}", f"epochs={args.epochs}",
         f"batch_size={args.batch}", f"img_size={args.img}", "val_every=0", f"out={out / 'train'}",
-    ] + ([f"weights={args.weights}"] if args.weights else []) + list(args.set)  # fmt: skip
+    ] + ([f"weights={weights}"] if weights and weights != "none" else []) + list(args.set)  # fmt: skip
     config = apply_overrides(TrainConfig(), settings)
     last = out / "train" / "weights" / "last.pt"
     timing = out / "train_seconds.json"
@@ -222,11 +231,12 @@ def bccd(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     command = "python -m yolo4.bundle " + " ".join(sys.argv[1:])
     card = {
         "name": args.name,
-        "summary": "blood-cell detector trained by this project on BCCD",
+        "summary": "blood-cell detector trained by this project on BCCD"
+        + (", fine-tuned from the official COCO yolov4-tiny" if train_config.get("weights") else ", from scratch"),
         "task": "blood-cell detection",
         "classes": list(c.class_names),
         "licence": "MIT (weights trained by this project on MIT-licensed data)"
-        + ("; started from the official COCO yolov4-tiny (YOLO licence, public domain)" if args.weights else ""),
+        + ("; fine-tuned from the official COCO yolov4-tiny (YOLO licence, public domain)" if train_config.get("weights") else ""),
         "data": {
             "name": "BCCD (Blood Cell Count and Detection)", "source": "https://github.com/Shenggan/BCCD_Dataset",
             "licence": "MIT, Copyright (c) 2017 shenggan", "trained_on": f"{args.split} split",
