@@ -114,7 +114,8 @@ def describe_card(entry: dict[str, Any]) -> str:
     lines.append(f"            ({entry['metrics_note']})")
     for key in ("held_out", "peer"):
         if entry.get(key):
-            lines.append(f"{key.replace('_', '-'):<11} {entry[key]['description']}")
+            described = entry[key].get("description") or entry[key].get("name") or entry[key].get("source", "")
+            lines.append(f"{key.replace('_', '-'):<11} {described}")
     for note in entry.get("limitations", []):
         lines.append(f"limitation  {note}")
     return "\n".join(lines)

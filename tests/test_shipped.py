@@ -59,7 +59,7 @@ def check_dog_sample(result: dict) -> None:
     assert len(dog) == 1 and box_iou(dog[0]["box"], [128, 224, 314, 540]) > 0.7, dog  # Darknet's own dog box
 
 
-SAMPLE_CHECKS = {"yolov4-nano-bccd": check_bccd_sample, "yolov4-tiny-bccd": check_bccd_sample, "yolov4-tiny-coco": check_dog_sample}
+SAMPLE_CHECKS = {"yolov4-tiny-bccd": check_bccd_sample, "yolov4-tiny-coco": check_dog_sample}
 
 
 def check_sample(name: str, result: dict) -> None:

@@ -70,10 +70,13 @@ def info(args: argparse.Namespace) -> int:
     if not models:
         raise ValueError("this installation ships no model: pass --onnx FILE or --weights FILE")
     default = bundled.default_model_name()
-    print(f"{'shipped model':<22} {'task':<26} {'classes':>7}  files")
+    name_width = max(len("shipped model"), *map(len, models)) + 2
+    task_width = max(len("task"), *(len(entry["task"]) for entry in models.values())) + 2
+    print(f"{'shipped model':<{name_width}}{'task':<{task_width}}{'classes':>7}  files")
     for name, entry in models.items():
         files = ", ".join(f"{f['precision']} {f['megabytes']:.1f} MB" for f in entry["files"])
-        print(f"{name:<22} {entry['task']:<26} {len(entry['classes']):>7}  {files}{'  (default)' if name == default else ''}")
+        mark = "  (default)" if name == default else ""
+        print(f"{name:<{name_width}}{entry['task']:<{task_width}}{len(entry['classes']):>7}  {files}{mark}")
     print(f"\n{bundled.describe_card(bundled.card(default))}")
     print("\n`yolo4 info --model NAME` for another card; `--model NAME` runs it in detect, eval and serve")
     return 0
