@@ -157,9 +157,11 @@ def main() -> None:
             choice = choose(name if name in bundled.shipped_models() else None, files)
             picked = table[f"ORT {choice.precision}"]
             idle, busy = picked[str(choice.threads)], picked[f"{choice.threads} busy"]
-            best_ms, best = min((v[str(cores)], k) for k, v in table.items() if k.startswith("ORT"))
+            best_ms, best, best_threads = min(
+                (v[str(t)], k, t) for k, v in table.items() if k.startswith("ORT") for t in sorted({1, cores})
+            )
             print(f"{name:<18}auto: {choice.precision} on {choice.threads} thread(s): {idle:.1f} ms, {busy:.1f} ms with a "
-                  f"core busy (best manual: {best} on {cores} threads, {best_ms:.1f} ms)"
+                  f"core busy (best manual: {best} on {best_threads} thread(s), {best_ms:.1f} ms)"
                   + (f"; INT8 kept {choice.int8_agreement:.0%} of FP32's confident detections"
                      + (" (random weights: no real detections to keep)" if name not in bundled.shipped_models() else "")
                      if choice.int8_agreement is not None else ""), flush=True)  # fmt: skip

@@ -93,9 +93,12 @@ def uninterrupted(data, tmp_path_factory):
     return _final_state(out / "weights" / "last.pt"), out / "metrics.csv"
 
 
-def interrupt_and_resume(data, out: Path, sig: int) -> tuple[int, subprocess.CompletedProcess]:
+def interrupt_and_resume(data, out: Path, sig: int, capsys) -> tuple[int, str]:
     """Start a run that cannot finish, send ``sig`` once it has saved a resume point at
-    iteration 2 or later, then resume it to iteration 12. Returns where it resumed and the run."""
+    iteration 2 or later, then resume it to iteration 12 (in this process: ``yolo4 train``'s own
+    entry point, without a second torch start-up). Returns where it resumed and what it printed."""
+    from yolo4.cli import main
+
     args = [sys.executable, "-m", "yolo4", "train", "--data", str(data), "--img", "96", "--batch", "2",
             "--workers", "0", "--epochs", "50", "--out", str(out), "--set", "val_every=0", "warmup_epochs=0.5",
             "lr=0.002", *INTERRUPTED[1:], "save_every=1"]  # fmt: skip
@@ -115,20 +118,19 @@ def interrupt_and_resume(data, out: Path, sig: int) -> tuple[int, subprocess.Com
         assert "interrupted after iteration" in err and "Traceback" not in err
     resumed_at = load_checkpoint(last)["progress"]["iteration"]
     assert 2 <= resumed_at < 12
-    run = subprocess.run([sys.executable, "-m", "yolo4", "train", "--resume", str(last), "--set", "max_iters=12"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    return resumed_at, run
+    capsys.readouterr()
+    assert main(["train", "--resume", str(last), "--set", "max_iters=12"]) == 0
+    return resumed_at, capsys.readouterr().out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
-def test_interrupted_then_resumed_equals_the_uninterrupted_run(data, tmp_path, uninterrupted, sig):
+def test_interrupted_then_resumed_equals_the_uninterrupted_run(data, tmp_path, uninterrupted, sig, capsys):
     (model_ref, ema_ref, _), metrics_ref = uninterrupted
     out = tmp_path / "interrupted"
-    resumed_at, run = interrupt_and_resume(data, out, sig)
-    # The resumed process ran the remaining steps only (not a restart that happens to agree).
-    assert f"resuming at iteration {resumed_at} of 12" in run.stdout
-    assert f"done ({12 - resumed_at} steps)" in run.stdout
+    resumed_at, printed = interrupt_and_resume(data, out, sig, capsys)
+    # The resumed run ran the remaining steps only (not a restart that happens to agree).
+    assert f"resuming at iteration {resumed_at} of 12" in printed
+    assert f"done ({12 - resumed_at} steps)" in printed
     model, ema, progress = _final_state(out / "weights" / "last.pt")
     assert progress["iteration"] == 12
     assert_same_weights(model, model_ref)  # BatchNorm running statistics and counters included
@@ -177,3 +179,37 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(data, t
         torch.set_num_threads(threads)
     for name in names:
         torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _finite_worker(rank, port, results):
+    import datetime
+
+    import torch.distributed as dist
+    from yolo4.training.setup import Process
+    from yolo4.training.trainer import NonFiniteLoss, check_finite
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    terms = {"total": torch.tensor(float("nan") if rank == 1 else 1.5)}  # only rank 1 diverged
+    try:
+        check_finite(terms, 7, Process(rank=rank, world=2))
+        outcome = "carried on"
+    except NonFiniteLoss as e:
+        outcome = str(e)
+    (results / f"rank{rank}.txt").write_text(outcome)
+    dist.destroy_process_group()
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank():
+    """Rank 0's loss is fine: it must stop too, or it would wait for rank 1 in the next all-reduce."""
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Path(tmp)
+        mp.start_processes(_finite_worker, args=(port, results), nprocs=2, join=True, start_method="fork")
+        outcomes = [(results / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert all("loss is not finite at iteration 7" in o for o in outcomes), outcomes
+    assert "'total': 1.5" in outcomes[0] and "'total': nan" in outcomes[1]  # each rank names its own values
