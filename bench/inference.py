@@ -4,6 +4,7 @@ core, and at every core while another process keeps one core busy; plus the runt
 choice (``yolo4.serving.choice``) and where it lands.
 
     python bench/inference.py [--models yolov4-tiny-coco yolov4-tiny-bccd yolov4] [--runs 20]
+    python bench/inference.py --models runs/model.onnx     # an exported file (and its runs/model-int8.onnx)
 
 The shipped models run their shipped files on their sample image; ``yolov4`` (no official
 weights here) gets random Darknet-format weights, exported and quantized on the fly (latency
@@ -87,6 +88,11 @@ def prepare(name: str, tmp: Path, official: Path | None):
     from yolo4.detector.loading import load_darknet
 
     shared = shared_root()
+    if name.endswith(".onnx"):  # an exported FP32 file, with its INT8 sibling if there is one
+        fp32 = Path(name)
+        int8 = fp32.with_name(fp32.stem + "-int8.onnx")
+        files = {"fp32": fp32, **({"int8": int8} if int8.is_file() else {})}
+        return files, None, None, cv2.imread(str(bundled.any_sample_image()))
     if name in bundled.shipped_models():
         files = bundled.model_files(name)
         image = cv2.imread(str(bundled.sample_image(name)))
@@ -124,7 +130,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     cores = usable_cores()
-    print(f"CPU: {describe_cpu()}; ONNX Runtime sessions without spin-waiting; batch 1, 416, median of "
+    print(f"CPU: {describe_cpu()}; ONNX Runtime sessions without spin-waiting; batch 1, each model at its own input size, median of "
           f"{args.runs} interleaved runs (ms); 'busy': another process spinning on one core")
     header = f"{'model':<18}{'runtime':<13}{'1 thread':>10}{f'{cores} threads':>11}{'1, busy':>9}{f'{cores}, busy':>9}"
     print(header)
@@ -138,6 +144,7 @@ def main() -> None:
         os.environ["YOLO4_CACHE"] = str(tmp / "cache")  # the automatic choice measured now, not read back
         for name in args.models:
             files, torch_model, darknet, image = prepare(name, tmp, official)
+            label = Path(name).stem if name.endswith(".onnx") else name
             table: dict[str, dict[str, float]] = {}
             for busy in (False, True):
                 spinner = busy_core() if busy else None
@@ -152,7 +159,7 @@ def main() -> None:
                         spinner.kill()
             for runtime, row in table.items():
                 cells = [row.get(k) for k in ("1", str(cores), "1 busy", f"{cores} busy")]
-                print(f"{name:<18}{runtime:<13}" + "".join(f"{'–' if v is None else f'{v:.1f}':>{w}}"
+                print(f"{label:<18}{runtime:<13}" + "".join(f"{'–' if v is None else f'{v:.1f}':>{w}}"
                                                            for v, w in zip(cells, (10, 11, 9, 9))), flush=True)  # fmt: skip
             choice = choose(name if name in bundled.shipped_models() else None, files)
             picked = table[f"ORT {choice.precision}"]
@@ -160,10 +167,10 @@ def main() -> None:
             best_ms, best, best_threads = min(
                 (v[str(t)], k, t) for k, v in table.items() if k.startswith("ORT") for t in sorted({1, cores})
             )
-            print(f"{name:<18}auto: {choice.precision} on {choice.threads} thread(s): {idle:.1f} ms, {busy:.1f} ms with a "
+            print(f"{label:<18}auto: {choice.precision} on {choice.threads} thread(s): {idle:.1f} ms, {busy:.1f} ms with a "
                   f"core busy (best manual: {best} on {best_threads} thread(s), {best_ms:.1f} ms)"
                   + (f"; INT8 kept {choice.int8_agreement:.0%} of FP32's confident detections"
-                     + (" (random weights: no real detections to keep)" if name not in bundled.shipped_models() else "")
+                     + (" (random weights: no real detections to keep)" if torch_model and name not in bundled.shipped_models() else "")
                      if choice.int8_agreement is not None else ""), flush=True)  # fmt: skip
 
 

@@ -44,3 +44,42 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+class OtherLoad:
+    """How many cores other processes kept busy while the block ran (machine busy time from
+    ``/proc/stat`` minus this process's own CPU time); ``cores`` is None where ``/proc/stat``
+    is missing (not Linux).
+
+        with OtherLoad() as load:
+            ...
+        load.cores   # e.g. 0.9: about one core was taken by someone else
+    """
+
+    def __enter__(self) -> "OtherLoad":
+        self.cores: float | None = None
+        self._start = _busy_and_own()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = _busy_and_own()
+        if self._start is None or end is None:
+            return
+        (busy0, own0, wall0), (busy1, own1, wall1) = self._start, end
+        if wall1 > wall0:
+            self.cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
+
+
+def _busy_and_own() -> tuple[float, float, float] | None:
+    """(seconds of busy CPU on the whole machine, this process's CPU seconds, wall clock)."""
+    import time
+
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (sum(values) - values[3] - values[4] - values[7]) / hz  # steal: another VM's time, not ours to count
+    t = os.times()
+    return busy, t.user + t.system, time.monotonic()

@@ -124,6 +124,31 @@ def test_edge_detector_without_a_path_runs_the_measured_choice(tmp_path, monkeyp
     assert (tmp_path / "runtime-choice.json").is_file()
 
 
+def test_a_choice_measured_on_a_busy_machine_is_used_but_not_cached(tmp_path, monkeypatch):
+    """A start-up burst beside the measurement (another process spinning on a core) must not
+    become this machine's cached choice: it once cost the service a third of its throughput."""
+    import time
+
+    from yolo4.serving.choice import DISTURBED, choose
+
+    monkeypatch.setenv("YOLO4_CACHE", str(tmp_path))
+    files = {"file": bundled.model_files(bundled.default_model_name())["fp32"]}
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = choose(None, files, "file")
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy.other_load > 0.5 and "not cached" in busy.reason, busy
+    assert not (tmp_path / "runtime-choice.json").exists()
+    for _ in range(3):  # once the machine is quiet, a measurement is cached
+        quiet = choose(None, files, "file")
+        if quiet.cached:
+            break
+    assert quiet.cached and quiet.other_load <= DISTURBED
+
+
 def test_detect_edge_and_info_use_the_default_model(tmp_path):
     name = bundled.default_model_name()
     sample = bundled.sample_image(name)
