@@ -66,6 +66,22 @@ def test_letterbox_path_matches_the_inference_contract():
     assert_boxes_on_rectangles(image, boxes, items[0][2])
 
 
+def test_vertical_flip_mirrors_the_image_and_its_boxes_top_to_bottom():
+    items = one_rectangle_images(4)
+    still = dict(mosaic=0.0, scale=(1.0, 1.0), translate=0.0, hue=0, saturation=0, brightness=0, flip=0.0)
+    flipped = Augmenter(lambda i: items[i], 4, (160, 160), PreprocessConfig(), AugmentConfig(**still, flip_vertical=1.0))
+    for index in range(4):
+        upright, upright_boxes, _ = flipped.letterboxed(index)
+        image, boxes, labels = flipped(index, np.random.default_rng(index))
+        np.testing.assert_array_equal(image, upright[::-1])
+        expected = upright_boxes.copy()
+        expected[:, [1, 3]] = 160 - upright_boxes[:, [3, 1]]
+        np.testing.assert_allclose(boxes, expected, atol=1e-3)
+        assert_boxes_on_rectangles(image, boxes, labels)
+    unflipped = Augmenter(lambda i: items[i], 4, (160, 160), PreprocessConfig(), AugmentConfig(**still))
+    np.testing.assert_array_equal(unflipped(0, np.random.default_rng(0))[0], unflipped.letterboxed(0)[0])
+
+
 def test_cutmix_pastes_boxes_with_the_patch_and_drops_covered_ones():
     a = np.full((100, 100, 3), 60, np.uint8)
     a[10:30, 10:30] = COLORS[0]  # will stay visible

@@ -80,6 +80,12 @@ def test_ema_follows_the_warmed_up_decay():
     ema.update(model)
     d = 0.9 * (1 - math.exp(-1 / 2000))
     assert ema.module.weight.item() == pytest.approx(1 - d)
+    short = ModelEMA(torch.nn.Linear(1, 1, bias=False).requires_grad_(False), decay=0.9, tau=10)
+    torch.nn.init.constant_(short.module.weight, 0.0)
+    for _ in range(3):  # a short ramp: after 3 steps the average holds prod(d_k) of the start
+        short.update(model)
+    kept = math.prod(0.9 * (1 - math.exp(-k / 10)) for k in (1, 2, 3))
+    assert short.module.weight.item() == pytest.approx(1 - kept)
 
 
 def test_kmeans_recovers_clusters():

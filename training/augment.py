@@ -38,6 +38,7 @@ class AugmentConfig:
     saturation: float = 0.7  # factor range 1 +- this
     brightness: float = 0.4  # factor range 1 +- this
     flip: float = 0.5  # horizontal flip probability
+    flip_vertical: float = 0.0  # vertical flip probability: for images with no up (microscopy, aerial)
     min_visibility: float = 0.2  # boxes cut down to less than this fraction are dropped
     min_size: float = 2.0  # boxes thinner than this (pixels) are dropped
 
@@ -70,6 +71,7 @@ class Augmenter:
             A.ColorJitter(brightness=config.brightness, contrast=0.0, saturation=config.saturation,
                           hue=config.hue, p=1.0),
             A.HorizontalFlip(p=config.flip),
+            A.VerticalFlip(p=config.flip_vertical),
         ]  # fmt: skip
         mosaic = A.Mosaic(grid_yx=(2, 2), target_size=(h, w), cell_shape=(h, w), fit_mode="cover", fill=fill, p=1.0)
         self.with_mosaic = A.Compose([mosaic, *common], bbox_params=bbox_params)

@@ -54,6 +54,7 @@ class TrainConfig:
     step_scale: float = 0.1
     ema: bool = True
     ema_decay: float = 0.9999
+    ema_tau: float = 2000.0  # steps over which the EMA's decay ramps up to ema_decay
     # Max gradient norm, 0 = off. Darknet's summed loss has norms around 1e4 at the start, so
     # YOLOv5's clip of 10 would all but stop SGD; set one well above the norms you see.
     grad_clip: float = 0.0

@@ -110,7 +110,7 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and proc.device.type == "cuda")
-    ema = ModelEMA(model, config.ema_decay) if config.ema else None
+    ema = ModelEMA(model, config.ema_decay, tau=config.ema_tau) if config.ema else None
     progress = Progress()
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
