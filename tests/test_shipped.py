@@ -196,7 +196,7 @@ INT8_MODELS = [n for n, c in MODELS.items() if "int8" in {f["precision"] for f i
 @pytest.fixture(scope="module")
 def emulated_int8_runs(tmp_path_factory):
     """Each shipped INT8 file run on its sample by ONNX Runtime under qemu's AVX2-only CPU. The
-    emulated processes are single-threaded, so they all start at once (one per core, 6 s saved)."""
+    emulated processes are single-threaded, so they all start at once and run side by side."""
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
         if CI:

@@ -75,6 +75,20 @@ def test_stop_and_resume_equals_an_uninterrupted_run(data, tmp_path, straight):
     assert_same_weights(ema, straight[1])
 
 
+def test_ema_tau_sets_how_soon_the_average_starts_lagging(data, tmp_path, straight):
+    """ema_tau reaches the trainer's EMA: ramped in almost at once (tau ~ 0), the average stays near
+    the starting weights over 6 steps; with YOLOv5's 2000 it follows the model closely."""
+    out = tmp_path / "run"
+    fit(config(data, out, "epochs=2", "dropblock=0.2", "augment.cutmix=0.5", "ema_tau=1e-6"))
+    model, ema, _ = _final_state(out / "weights" / "last.pt")
+    assert_same_weights(model, straight[0])  # the average never feeds back into training
+
+    def gap(a, b):
+        return max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
+
+    assert gap(straight[0], straight[1]) < 0.1 * gap(model, ema)
+
+
 def test_resume_refuses_incompatible_changes(data, tmp_path):
     out = tmp_path / "run"
     fit(config(data, out, "epochs=1", "max_iters=1"))
