@@ -19,8 +19,8 @@ another machine. A measurement taken while other processes kept more than a quar
 busy (``core.cpu.OtherLoad``: a BentoML worker starting beside the model worker, a build) is
 taken once more half a second later; if both were disturbed the less disturbed one is used for
 this run but not cached. A start-up burst once made 2 threads look no faster
-than 1 (66 vs 65 ms, where idle they take 43 vs 73 ms), and that cached 1-thread choice cost the
-service a third of its throughput under load. Torch-free.
+than 1 for the COCO tiny FP32 file (66.6 vs 65.3 ms; idle, 2 threads are about 1.8x faster), and
+that cached 1-thread choice cost the service a third of its throughput under load. Torch-free.
 """
 
 from __future__ import annotations
