@@ -164,3 +164,46 @@ def test_new_classes_keep_everything_but_the_class_rows_and_predict_the_same_box
         before, after = DecodedModel(source, coco)(images), DecodedModel(target, config)(images)
     torch.testing.assert_close(after[..., :5], before[..., :5], rtol=1e-4, atol=1e-3)  # boxes and objectness
     assert torch.equal(target.heads[0].pred.bias.view(3, 8)[:, 5:], fresh_class_bias)  # only these start fresh
+
+
+def test_a_new_grid_sensitivity_keeps_the_predicted_boxes_and_turns_on_neighbour_cell_positives():
+    from yolo4.core.presets import preset
+    from yolo4.detector.decode import DecodedModel
+    from yolo4.detector.model import build_model
+    from yolo4.training.loss_config import scaled_loss
+    from yolo4.training.setup import with_grid_sensitivity
+    from yolo4.training.transfer import transfer
+
+    torch.manual_seed(0)
+    coco = preset("yolov4-tiny", input_size=(128, 128))
+    source = build_model(coco).eval()
+    for p in source.parameters():  # a trained model's rows are not the fresh init
+        p.data.normal_(0, 0.05)
+    config = with_grid_sensitivity(coco.with_classes(("RBC", "WBC", "Platelets")), 2.0)
+    assert [h.scale_x_y for h in coco.heads] == [1.05, 1.05] and [h.scale_x_y for h in config.heads] == [2.0, 2.0]
+    assert not scaled_loss(coco).neighbor_cells and scaled_loss(config).neighbor_cells
+    target = build_model(config).eval()
+    transfer(source, target)
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        before, after = DecodedModel(source, coco)(images), DecodedModel(target, config)(images)
+    # The centres move by well under a pixel (the offset rows were scaled by 1.05 / 2); unscaled
+    # rows would move them by about (2 - 1.05) * |sigmoid(t) - 0.5| * stride, pixels.
+    torch.testing.assert_close(after[..., :2], before[..., :2], rtol=0, atol=0.05)
+    torch.testing.assert_close(after[..., 2:5], before[..., 2:5], rtol=1e-4, atol=1e-3)
+    assert with_grid_sensitivity(coco, 0.0) is coco
+    with pytest.raises(ValueError, match="at least 1"):
+        with_grid_sensitivity(coco, 0.5)
+
+
+def test_scale_x_y_setting_reaches_the_model_and_its_loss(tmp_path):
+    from synthetic import write_voc
+    from yolo4.core.datasets import load_split
+    from yolo4.training.setup import initial_model
+
+    train = load_split(write_voc(tmp_path, count=4), "train")
+    start = initial_model(apply_overrides(TrainConfig(img_size=128, model="yolov4-tiny", loss_form="scaled"), ["scale_x_y=2"]), train)
+    assert [h.scale_x_y for h in start.config.heads] == [2.0, 2.0] == [h.scale_x_y for h in start.model.config.heads]
+    assert start.loss.neighbor_cells
+    default = initial_model(TrainConfig(img_size=128, model="yolov4-tiny", loss_form="scaled"), train)
+    assert [h.scale_x_y for h in default.config.heads] == [1.05, 1.05] and not default.loss.neighbor_cells

@@ -34,6 +34,10 @@ class TrainConfig:
     freeze_epochs: float = 0.0
     freeze_neck: bool = False
     freeze_bn: bool = False  # every BatchNorm keeps its statistics (eval mode) throughout; affine still trained
+    # Grid sensitivity of every head (0: the model's own, 1.05 for yolov4-tiny). 2 lets a head
+    # reach into the neighbouring cells, so the scaled loss also trains the two cells nearest a
+    # box centre (Scaled-YOLOv4): three times the positives, for dense small objects.
+    scale_x_y: float = 0.0
     img_size: int = 416
     epochs: int = 100
     batch_size: int = 8  # total over all processes; 8 ran 1.15x the images/s of 16 on 2 CPU cores (bench/train.py)

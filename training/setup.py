@@ -74,6 +74,7 @@ def initial_model(config: TrainConfig, train_set: DetectionSet, state: dict | No
         model_config = model_config.with_activation(config.activation)
     if config.anchors == "auto":
         model_config = with_dataset_anchors(model_config, train_set)
+    model_config = with_grid_sensitivity(model_config, config.scale_x_y)
     return ModelStart(build_model(model_config), model_config, _loss(config, model_config, None))
 
 
@@ -97,9 +98,12 @@ def _from_files(config: TrainConfig, train_set: DetectionSet, size: tuple[int, i
         if ignored:
             notes.append(f"{cfg or config.weights}: [yolo] keys not used by the trainer: {', '.join(ignored)}")
     saved_loss = loaded.extra.get("loss")  # a checkpoint of ours remembers its loss
-    model_config = loaded.config.replace(input_size=size)
-    if loaded.config.class_names == class_names:
+    model_config = with_grid_sensitivity(loaded.config.replace(input_size=size), config.scale_x_y)
+    if loaded.config.class_names == class_names and model_config.heads == loaded.config.heads:
         model = loaded.model
+    elif loaded.config.class_names == class_names:  # same classes, new grid sensitivity
+        model = build_model(model_config)
+        transfer(loaded.model, model)
     else:  # transfer learning: all but the class rows of the prediction convolutions (training.transfer)
         model_config = model_config.with_classes(class_names)
         if config.anchors == "auto":  # anchors fitted to the data; the box rows follow them exactly
@@ -125,6 +129,15 @@ def _from_files(config: TrainConfig, train_set: DetectionSet, size: tuple[int, i
 
 def _loss(config: TrainConfig, model_config: ModelConfig, yolo_keys) -> LossConfig:
     return replace(loss_for(model_config, config.loss_form, yolo_keys), **config.loss)
+
+
+def with_grid_sensitivity(model_config: ModelConfig, scale_x_y: float) -> ModelConfig:
+    """Every head with grid sensitivity ``scale_x_y`` (0: unchanged)."""
+    if not scale_x_y:
+        return model_config
+    if scale_x_y < 1:
+        raise ValueError(f"scale_x_y must be at least 1 (or 0 for the model's own), got {scale_x_y}")
+    return model_config.replace(heads=tuple(replace(head, scale_x_y=scale_x_y) for head in model_config.heads))
 
 
 def with_dataset_anchors(model_config: ModelConfig, train_set: DetectionSet) -> ModelConfig:

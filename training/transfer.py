@@ -6,7 +6,9 @@ Of each prediction convolution (rows ``a * (5 + C) + j``, anchor-major), the box
 rows of every anchor carry over too; only the class rows start fresh. When the anchors are
 re-fitted, each new anchor takes the rows of the most similar old anchor of its head, and its
 ``tw, th`` biases move by ``log(old / new)``: ``exp(t + log(old / new)) * new == exp(t) * old``, so
-the head predicts the same boxes it did before the anchors changed.
+the head predicts the same boxes it did before the anchors changed. When the grid sensitivity
+changes (``scale_x_y``, offset ``s * sigmoid(t) - (s - 1) / 2``), the ``tx, ty`` rows are scaled by
+``s_old / s_new``, which keeps the offsets at and near the cell centre (first order in ``t``).
 """
 
 from __future__ import annotations
@@ -61,4 +63,22 @@ def transfer(source: torch.nn.Module, target: torch.nn.Module) -> tuple[int, int
                                              new.pred.weight, new.pred.bias, new_anchors)  # fmt: skip
         new.pred.weight.copy_(weight)
         new.pred.bias.copy_(bias)
+    for old_head, new_head, pred in zip(source.config.heads, target.config.heads, (h.pred for h in target.heads)):
+        if old_head.scale_x_y != new_head.scale_x_y:
+            weight, bias = rescale_offset_rows(pred.weight, pred.bias, len(new_head.anchors), old_head.scale_x_y / new_head.scale_x_y)
+            pred.weight.copy_(weight)
+            pred.bias.copy_(bias)
     return len(kept), len(own)
+
+
+def rescale_offset_rows(
+    weight: torch.Tensor,  # (A * (5 + C), C_in, 1, 1)
+    bias: torch.Tensor,  # (A * (5 + C),)
+    num_anchors: int,
+    factor: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prediction convolution with each anchor's ``tx, ty`` rows multiplied by ``factor``."""
+    weight, bias = weight.clone().unflatten(0, (num_anchors, -1)), bias.clone().unflatten(0, (num_anchors, -1))
+    weight[:, :2] *= factor
+    bias[:, :2] *= factor
+    return weight.flatten(0, 1), bias.flatten(0, 1)
