@@ -41,10 +41,10 @@ def assert_boxes_on_rectangles(image, boxes, labels):
         assert np.abs(found - box).max() <= 3.0, f"box {box} vs rectangle {found}"
 
 
-@pytest.mark.parametrize("mosaic", [0.0, 1.0])
-def test_boxes_stay_on_their_rectangles_through_mosaic_affine_and_flip(mosaic):
+@pytest.mark.parametrize("mosaic, fit", [(0.0, "cover"), (1.0, "cover"), (1.0, "contain"), (1.0, "inference")])
+def test_boxes_stay_on_their_rectangles_through_mosaic_affine_and_flip(mosaic, fit):
     items = one_rectangle_images()
-    config = AugmentConfig(mosaic=mosaic, hue=0, saturation=0, brightness=0, flip=0.5, scale=(0.6, 1.4), translate=0.15)
+    config = AugmentConfig(mosaic=mosaic, mosaic_fit=fit, hue=0, saturation=0, brightness=0, flip=0.5, scale=(0.6, 1.4), translate=0.15)
     augmenter = Augmenter(lambda i: items[i], len(items), (160, 160), PreprocessConfig(), config)
     seen = 0
     for index in range(len(items)):
@@ -53,6 +53,32 @@ def test_boxes_stay_on_their_rectangles_through_mosaic_affine_and_flip(mosaic):
         assert_boxes_on_rectangles(image, boxes, labels)
         seen += len(boxes)
     assert seen >= len(items) * (1.2 if mosaic else 0.5)  # mosaic shows several rectangles per sample
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_mosaic_cells_fitted_for_inference_keep_objects_at_their_inference_size(resize):
+    # 4:3 images (BCCD's 640x480) with a 20x20 square in the middle, to a 160x160 input: the
+    # inference contract makes it 20x26.7 (stretch) or 20x20 (letterbox). A cell fitted for
+    # inference keeps exactly that; "contain" keeps the aspect (20x20), "cover" fills the cell
+    # (x 160/120). Cropping only shrinks a box, so the largest sides over many mosaics are uncut.
+    image = np.full((120, 160, 3), 60, np.uint8)
+    image[50:70, 70:90] = COLORS[0]
+    item = (image, np.array([[70, 50, 90, 70]], np.float32), np.array([0]))
+    still = dict(mosaic=1.0, scale=(1.0, 1.0), translate=0.0, hue=0, saturation=0, brightness=0, flip=0.0)
+    contract = PreprocessConfig(resize=resize)
+    largest = {}
+    for fit in ("inference", "contain", "cover"):
+        augmenter = Augmenter(lambda i: item, 1, (160, 160), contract, AugmentConfig(**still, mosaic_fit=fit))
+        inference_box = augmenter.letterboxed(0)[1][0]
+        sides = [b[:, 2:] - b[:, :2] for b in (augmenter(0, np.random.default_rng(s))[1] for s in range(40))]
+        largest[fit] = np.concatenate(sides).max(axis=0)
+    inference_wh = inference_box[2:] - inference_box[:2]
+    np.testing.assert_allclose(inference_wh, [20.0, 26.667 if resize == "stretch" else 20.0], atol=0.01)
+    np.testing.assert_allclose(largest["inference"], inference_wh, atol=0.5)
+    np.testing.assert_allclose(largest["contain"], [20.0, 20.0], atol=0.5)
+    np.testing.assert_allclose(largest["cover"], [26.67, 26.67], atol=0.5)
+    with pytest.raises(ValueError, match="mosaic_fit"):
+        AugmentConfig(mosaic_fit="fill")
 
 
 def test_letterbox_path_matches_the_inference_contract():

@@ -23,6 +23,7 @@ with warnings.catch_warnings():
 
 # (image BGR uint8, boxes (N, 4) xyxy float32, labels (N,) int64)
 Example = tuple[np.ndarray, np.ndarray, np.ndarray]
+MOSAIC_FITS = ("inference", "contain", "cover")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class AugmentConfig:
     mosaic: float = 1.0  # probability of a 4-image mosaic
     cutmix: float = 0.0  # probability of pasting a patch of another sample
     mixup: float = 0.0  # probability of blending with another sample
+    # How each Mosaic cell takes its image: inference (resized exactly as at inference, stretch
+    # or letterbox: objects keep the size and shape the model will see), contain (the whole
+    # image, aspect kept) or cover (filled, aspect kept: objects larger than at inference).
+    mosaic_fit: str = "cover"
     scale: tuple[float, float] = (0.5, 1.5)
     keep_ratio: bool = True  # scale x and y by the same factor (False: each by its own, stretching objects)
     translate: float = 0.1  # fraction of the image
@@ -41,6 +46,10 @@ class AugmentConfig:
     flip_vertical: float = 0.0  # vertical flip probability: for images with no up (microscopy, aerial)
     min_visibility: float = 0.2  # boxes cut down to less than this fraction are dropped
     min_size: float = 2.0  # boxes thinner than this (pixels) are dropped
+
+    def __post_init__(self) -> None:
+        if self.mosaic_fit not in MOSAIC_FITS:
+            raise ValueError(f"augment.mosaic_fit must be one of {', '.join(MOSAIC_FITS)}, got {self.mosaic_fit!r}")
 
     def without_mixing(self) -> "AugmentConfig":
         """The recipe for the last epochs: no Mosaic/CutMix/MixUp, closer to test images."""
@@ -73,7 +82,9 @@ class Augmenter:
             A.HorizontalFlip(p=config.flip),
             A.VerticalFlip(p=config.flip_vertical),
         ]  # fmt: skip
-        mosaic = A.Mosaic(grid_yx=(2, 2), target_size=(h, w), cell_shape=(h, w), fit_mode="cover", fill=fill, p=1.0)
+        mosaic = A.Mosaic(grid_yx=(2, 2), target_size=(h, w), cell_shape=(h, w),
+                          # an image already resized for inference fills its cell as it is
+                          fit_mode="cover" if config.mosaic_fit == "inference" else config.mosaic_fit, fill=fill, p=1.0)
         self.with_mosaic = A.Compose([mosaic, *common], bbox_params=bbox_params)
         self.plain = A.Compose(common, bbox_params=bbox_params)
 
@@ -88,8 +99,9 @@ class Augmenter:
     def augmented(self, index: int, rng: np.random.Generator) -> Example:
         """Mosaic (with probability) or letterbox, then affine, colour and flip."""
         if rng.random() < self.config.mosaic:
-            image, boxes, labels = self.load(index)
-            others = [self.load(int(i)) for i in rng.integers(self.size, size=3)]
+            load = self.letterboxed if self.config.mosaic_fit == "inference" else self.load
+            image, boxes, labels = load(index)
+            others = [load(int(i)) for i in rng.integers(self.size, size=3)]
             metadata = [{"image": im, "bboxes": b, "labels": lab} for im, b, lab in others]
             transform, extra = self.with_mosaic, {"mosaic_metadata": metadata}
         else:
