@@ -149,7 +149,7 @@ def test_fine_tuning_starts_from_the_coco_weights_and_lowers_the_loss(weights, m
     from yolo4.training.loader import TrainDataset, collate
     from yolo4.training.loss import yolo_loss
     from yolo4.training.setup import initial_model
-    from yolo4.training.config import TrainConfig
+    from yolo4.training.config import TrainConfig, apply_overrides
 
     monkeypatch.setenv("YOLO4_SHARED", str(SHARED))
     bccd = load_split("bccd", "train")
@@ -157,7 +157,12 @@ def test_fine_tuning_starts_from_the_coco_weights_and_lowers_the_loss(weights, m
     tuned = initial_model(TrainConfig(data="bccd", model="yolov4-tiny", weights=str(weights), img_size=320), four)
     fresh = initial_model(TrainConfig(data="bccd", model="yolov4-tiny", img_size=320), four)
     assert tuned.fine_tune and not fresh.fine_tune
-    assert tuned.loss.reduction == "mean" and not tuned.loss.neighbor_cells  # Scaled-YOLOv4's form, tiny's 1.05 decode
+    # Scaled-YOLOv4's form; the recipe's grid sensitivity 2 brings neighbour-cell positives.
+    assert tuned.loss.reduction == "mean" and tuned.loss.neighbor_cells
+    assert [h.scale_x_y for h in tuned.config.heads] == [2.0, 2.0]
+    own_decode = initial_model(apply_overrides(TrainConfig(data="bccd", model="yolov4-tiny", weights=str(weights),
+                                                           img_size=320), ["scale_x_y=0"]), four)  # fmt: skip
+    assert [h.scale_x_y for h in own_decode.config.heads] == [1.05, 1.05] and not own_decode.loss.neighbor_cells
     coco = load_darknet_preset("yolov4-tiny", weights).model.state_dict()
     own = tuned.model.state_dict()
     assert [k for k in own if not torch.equal(own[k], coco[k])] == ["heads.0.pred.weight", "heads.0.pred.bias",

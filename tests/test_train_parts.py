@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from yolo4.training.anchors import kmeans_anchors, mean_best_iou
+from yolo4.training.augment import AugmentConfig
 from yolo4.training.config import TrainConfig, apply_overrides, load_hyp
 from yolo4.training.ema import ModelEMA
 from yolo4.training.schedule import dropblock_probability, learning_rate
@@ -46,8 +47,16 @@ def test_fine_tune_recipe_applies_unless_overridden():
 
     config = apply_fine_tune_recipe(TrainConfig())
     assert (config.lr, config.warmup_epochs) == (FINE_TUNE["lr"], FINE_TUNE["warmup_epochs"]) != (TrainConfig().lr, TrainConfig().warmup_epochs)
+    assert (config.scale_x_y, config.augment.mosaic_fit) == (FINE_TUNE["scale_x_y"], FINE_TUNE["augment.mosaic_fit"])
+    assert config.augment.mosaic_fit != TrainConfig().augment.mosaic_fit
     deliberate = apply_fine_tune_recipe(apply_overrides(TrainConfig(), [f"lr={TrainConfig().lr}"]))  # the default, given
     assert (deliberate.lr, deliberate.warmup_epochs) == (TrainConfig().lr, FINE_TUNE["warmup_epochs"])
+    # One augment key given keeps that key only; the recipe's other augment keys still apply.
+    own = apply_fine_tune_recipe(apply_overrides(TrainConfig(), ["augment.mosaic_fit=cover", "augment.flip=0.1", "scale_x_y=0"]))
+    assert (own.augment.mosaic_fit, own.augment.flip, own.scale_x_y) == ("cover", 0.1, 0.0)
+    other = apply_fine_tune_recipe(apply_overrides(TrainConfig(), ["augment.flip=0.1"]))
+    assert (other.augment.mosaic_fit, other.augment.flip) == (FINE_TUNE["augment.mosaic_fit"], 0.1)
+    assert TrainConfig(augment=AugmentConfig(mosaic_fit="contain")).was_given("augment.mosaic_fit")  # untracked: by value
 
 
 def test_learning_rate_schedule():
@@ -111,6 +120,31 @@ def test_fresh_models_get_k_means_anchors_of_their_dataset(tmp_path):
     assert [h.stride for h in config.heads] == [8, 16, 32]
     preset_config = initial_model(TrainConfig(img_size=128, anchors="keep"), train).config
     assert preset_config.heads[0].anchors[0] == (round(12 * 128 / 608, 1), round(16 * 128 / 608, 1))
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_k_means_anchors_fit_the_boxes_as_resized_at_inference(tmp_path, resize):
+    """A stretched 128x96 image grows its boxes' heights by 4/3 more than their widths: the
+    anchors must be fitted to those shapes, which the model is trained and run on."""
+    from dataclasses import replace
+
+    import cv2
+    from synthetic import write_voc
+    from yolo4.core.datasets import load_split
+    from yolo4.core.preprocess import resize_image
+    from yolo4.core.presets import preset
+    from yolo4.training.setup import with_dataset_anchors
+
+    train = load_split(write_voc(tmp_path, count=6), "train")
+    base = preset("yolov4-tiny", ("red", "green")).replace(input_size=(128, 128))
+    model_config = base.replace(preprocess=replace(base.preprocess, resize=resize))
+    resized = []
+    for s in train.samples:
+        _, t = resize_image(cv2.imread(str(s.image_path)), (128, 128), model_config.preprocess)
+        resized.append((s.boxes[:, 2:] - s.boxes[:, :2]) * [t.scale_x, t.scale_y])
+    expected = kmeans_anchors(np.concatenate(resized).astype(np.float64), 6).round(1)
+    fitted = with_dataset_anchors(model_config, train)
+    assert np.allclose([a for h in fitted.heads for a in h.anchors], expected)
 
 
 def test_multiscale_rescales_images_and_boxes_together():

@@ -97,9 +97,14 @@ class TrainConfig:
             raise ValueError(f"loss_form must be auto, darknet or scaled, got {self.loss_form!r}")
 
     def was_given(self, key: str) -> bool:
-        """Did the user set ``key`` (a field name)?"""
+        """Did the user set ``key`` (a field name, or ``augment.<name>`` / ``loss.<name>``)?"""
         if self.given is not None:
             return key in self.given
+        group, _, name = key.partition(".")
+        if group == "loss" and name:
+            return name in self.loss
+        if name:
+            return getattr(getattr(self, group), name) != getattr(getattr(TrainConfig(), group), name)
         return getattr(self, key) != getattr(TrainConfig(), key)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,14 +122,15 @@ class TrainConfig:
         return cls(**raw, augment=augment)
 
 
-# Settings a resumed run may change; anything else would make it a different run.
 # Fine-tuning (trained weights, new classes), chosen on BCCD val with yolov4-tiny from COCO (README,
 # "Fine-tuning"): Scaled-YOLOv4's loss form whatever the model (Darknet's summed loss reached 0.40
-# mAP50 where it reached 0.61 after 5 epochs), and a gentler start than from scratch. Settings
+# mAP50 where it reached 0.61 after 5 epochs), a gentler start than from scratch, grid
+# sensitivity 2 with neighbour-cell positives, and Mosaic cells at the inference scale. Settings
 # the user gives win.
 FINE_TUNE_LOSS = "scaled"
-FINE_TUNE: dict[str, Any] = {"lr": 0.001, "warmup_epochs": 1.0}
+FINE_TUNE: dict[str, Any] = {"lr": 0.001, "warmup_epochs": 1.0, "scale_x_y": 2.0, "augment.mosaic_fit": "inference"}
 
+# Settings a resumed run may change; anything else would make it a different run.
 RESUMABLE_CHANGES = {"epochs", "workers", "device", "val_every", "save_every", "out", "max_iters", "compile"}
 COMPILE_MIN_ITERS = 300
 
@@ -142,7 +148,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any] | list[str]) 
     given = set(config.given or ())
     for key, value in overrides.items():
         group, _, name = key.partition(".")
-        given.add(group if name else key)
+        given.update({group, key})  # the group too: a resume compares whole groups
         if group == "loss" and name:
             value = _convert(key, value, _field_type(LossConfig, name, "loss"))
             config = dataclasses.replace(config, loss={**config.loss, name: value})

@@ -98,6 +98,9 @@ def _from_files(config: TrainConfig, train_set: DetectionSet, size: tuple[int, i
         if ignored:
             notes.append(f"{cfg or config.weights}: [yolo] keys not used by the trainer: {', '.join(ignored)}")
     saved_loss = loaded.extra.get("loss")  # a checkpoint of ours remembers its loss
+    fine_tune = loaded.config.class_names != class_names
+    if fine_tune:  # the recipe's grid sensitivity shapes the model built here
+        config = apply_fine_tune_recipe(config)
     model_config = with_grid_sensitivity(loaded.config.replace(input_size=size), config.scale_x_y)
     if loaded.config.class_names == class_names and model_config.heads == loaded.config.heads:
         model = loaded.model
@@ -115,7 +118,6 @@ def _from_files(config: TrainConfig, train_set: DetectionSet, size: tuple[int, i
             f"{loaded.source} whole, and the box and objectness rows of the prediction convolutions"
             f"{' (moved to the anchors fitted to the data)' if config.anchors == 'auto' else ''}; their class rows start fresh"
         )
-    fine_tune = loaded.config.class_names != class_names
     if saved_loss is not None and config.loss_form == "auto":
         # Our checkpoint's own loss; Scaled-YOLOv4's gains follow the (new) input size and classes.
         saved = LossConfig.from_dict(saved_loss)
@@ -141,12 +143,13 @@ def with_grid_sensitivity(model_config: ModelConfig, scale_x_y: float) -> ModelC
 
 
 def with_dataset_anchors(model_config: ModelConfig, train_set: DetectionSet) -> ModelConfig:
-    """The preset with k-means anchors of the training boxes at the input size, smallest on the
-    finest head (what Darknet's calc_anchors is for; a fresh model has no reason to keep COCO's)."""
+    """The preset with k-means anchors of the training boxes as the model sees them (resized per
+    its contract: a stretched 640x480 image has its boxes' heights grown more than their widths),
+    smallest on the finest head (what Darknet's calc_anchors is for; a fresh model has no reason
+    to keep COCO's)."""
     from yolo4.training.anchors import kmeans_anchors
 
-    size = max(model_config.input_size)
-    wh = np.concatenate([(s.boxes[:, 2:] - s.boxes[:, :2]) * (size / max(s.size)) for s in train_set.samples])
+    wh = np.concatenate([(s.boxes[:, 2:] - s.boxes[:, :2]) * input_scale(model_config, s.size) for s in train_set.samples])
     per_head = model_config.num_anchors
     anchors = kmeans_anchors(wh.astype(np.float64), per_head * len(model_config.heads)).round(1)
     heads = tuple(
@@ -154,6 +157,14 @@ def with_dataset_anchors(model_config: ModelConfig, train_set: DetectionSet) -> 
         for i, head in enumerate(model_config.heads)
     )
     return model_config.replace(heads=heads)
+
+
+def input_scale(model_config: ModelConfig, image_size: tuple[int, int]) -> np.ndarray:
+    """``(2,)`` x and y factors from an image of ``image_size`` (height, width) to the input."""
+    (h, w), (in_h, in_w) = image_size, model_config.input_size
+    if model_config.preprocess.resize == "stretch":
+        return np.array([in_w / w, in_h / h])
+    return np.full(2, min(in_h / h, in_w / w))
 
 
 def apply_darknet_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
@@ -168,7 +179,15 @@ def apply_darknet_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
 
 def apply_fine_tune_recipe(config: TrainConfig) -> TrainConfig:
     """``FINE_TUNE`` (chosen on BCCD val, see the README), except for the settings the user gave."""
-    return replace(config, **{k: v for k, v in FINE_TUNE.items() if not config.was_given(k)})
+    for key, value in FINE_TUNE.items():
+        if config.was_given(key):
+            continue
+        group, _, name = key.partition(".")
+        if name:
+            config = replace(config, **{group: replace(getattr(config, group), **{name: value})})
+        else:
+            config = replace(config, **{key: value})
+    return config
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -102,7 +102,8 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                   f"{config.weight_decay}, burn_in {config.warmup_iters} iterations (override with --set)")  # fmt: skip
         if start.fine_tune and state is None:
             print(f"fine-tuning recipe: {config.optimizer} lr {config.lr}, warm-up {config.warmup_epochs} epochs, "
-                  f"{'scaled' if loss_config.reduction == 'mean' else 'darknet'} loss form"
+                  f"{'scaled' if loss_config.reduction == 'mean' else 'darknet'} loss form, grid sensitivity "
+                  f"{model_config.heads[0].scale_x_y:g}, Mosaic cells {config.augment.mosaic_fit}"
                   + (f", backbone frozen for {config.freeze_epochs:g} epochs" if config.freeze_epochs else "")
                   + " (override with --set)")  # fmt: skip
     model.to(proc.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
