@@ -49,6 +49,7 @@ def test_fine_tune_recipe_applies_unless_overridden():
     assert (config.lr, config.warmup_epochs) == (FINE_TUNE["lr"], FINE_TUNE["warmup_epochs"]) != (TrainConfig().lr, TrainConfig().warmup_epochs)
     assert (config.scale_x_y, config.augment.mosaic_fit) == (FINE_TUNE["scale_x_y"], FINE_TUNE["augment.mosaic_fit"])
     assert config.augment.mosaic_fit != TrainConfig().augment.mosaic_fit
+    assert config.augment.scale == FINE_TUNE["augment.scale"] != TrainConfig().augment.scale
     deliberate = apply_fine_tune_recipe(apply_overrides(TrainConfig(), [f"lr={TrainConfig().lr}"]))  # the default, given
     assert (deliberate.lr, deliberate.warmup_epochs) == (TrainConfig().lr, FINE_TUNE["warmup_epochs"])
     # One augment key given keeps that key only; the recipe's other augment keys still apply.
