@@ -243,3 +243,17 @@ def test_int8_agrees_with_fp32_on_an_emulated_avx2_cpu(name, emulated_int8_runs)
             self.class_ids = np.array([x["class_id"] for x in d])
 
     assert int8_agreement(Dets(fp32), Dets(emulated)) >= 0.9
+
+
+def test_held_out_line_names_every_seed_and_their_mean():
+    """One lucky seed must not stand for a recipe on a card: each run is listed, with the mean."""
+    from yolo4.bundle import held_out_entry
+
+    def summary(m50, m, rbc):
+        return {"metrics": {"mAP50": m50, "mAP50-95": m}, "per_class": [{"name": "RBC", "ap50": rbc, "ap": 0.5}]}
+
+    entry = held_out_entry([summary(0.901, 0.597, 0.852), summary(0.891, 0.585, 0.841)])
+    assert entry["metrics"] == pytest.approx({"mAP50": 0.896, "mAP50-95": 0.591})
+    assert "0.901 / 0.597 (RBC 0.852 / 0.500); 0.891 / 0.585 (RBC 0.841 / 0.500)" in entry["description"]
+    assert entry["description"].endswith("mean of 2 seeds 0.896 / 0.591")
+    assert "mean" not in held_out_entry([summary(0.901, 0.597, 0.852)])["description"]

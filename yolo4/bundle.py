@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bccd.add_argument("--batch", type=int, default=8)
     bccd.add_argument("--img", type=int, default=BCCD_IMG)
     bccd.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more training settings")
-    bccd.add_argument("--held-out", help="summary.json of `yolo4 eval` of the same recipe trained on the train split")
+    bccd.add_argument("--held-out", nargs="+", metavar="SUMMARY",
+                      help="summary.json of `yolo4 eval` of the same recipe trained on the train split (one per seed)")
     bccd.add_argument("--peer", help="JSON of a peer's figures on the same split and CPU, for the card")
     bccd.add_argument("--resume", action="store_true", help="continue an interrupted training in --out")
     for q in (coco, bccd):
@@ -295,18 +296,26 @@ def bccd(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         ],
     }
     if args.held_out:
-        card["held_out"] = held_out_entry(json.loads(Path(args.held_out).read_text()))
+        card["held_out"] = held_out_entry([json.loads(Path(s).read_text()) for s in args.held_out])
     if args.peer:
         card["peer"] = json.loads(Path(args.peer).read_text())
     return card
 
 
-def held_out_entry(summary: dict[str, Any]) -> dict[str, Any]:
-    """A ``yolo4 eval`` summary of the recipe trained on the train split, with a line for the card."""
-    m = summary["metrics"]
-    per_class = ", ".join(f"{c['name']} {c['ap50']:.3f} / {c['ap']:.3f}" for c in summary.get("per_class", []))
-    text = f"the same recipe trained on the train split: val (unseen) {m['mAP50']:.3f} / {m['mAP50-95']:.3f}"
-    return {**summary, "description": text + (f" ({per_class})" if per_class else "")}
+def held_out_entry(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """``yolo4 eval`` summaries of the recipe trained on the train split (one per seed), with a line
+    for the card: each run, and their mean when there are several (one seed can flatter a recipe)."""
+
+    def line(summary: dict[str, Any]) -> str:
+        m = summary["metrics"]
+        per_class = ", ".join(f"{c['name']} {c['ap50']:.3f} / {c['ap']:.3f}" for c in summary.get("per_class", []))
+        return f"{m['mAP50']:.3f} / {m['mAP50-95']:.3f}" + (f" ({per_class})" if per_class else "")
+
+    text = "the same recipe trained on the train split: val (unseen) " + "; ".join(line(s) for s in summaries)
+    mean = {k: sum(s["metrics"][k] for s in summaries) / len(summaries) for k in ("mAP50", "mAP50-95")}
+    if len(summaries) > 1:
+        text += f"; mean of {len(summaries)} seeds {mean['mAP50']:.3f} / {mean['mAP50-95']:.3f}"
+    return {"metrics": mean, "runs": summaries, "description": text}
 
 
 def main(argv: list[str] | None = None) -> int:
