@@ -28,6 +28,8 @@ import torch
 from yolo4.core.cpu import describe_cpu
 from yolo4.core.datasets import load_split
 
+from ultralytics_peer import peer_env, write_yolo_format  # bench/, beside this script
+
 
 def forward_gflops(model: torch.nn.Module, size: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
@@ -91,24 +93,11 @@ PEER_SCRIPT = textwrap.dedent("""
 
 
 def peer(args: argparse.Namespace, tmp: Path) -> dict:
-    """YOLOv8n on the same images, as YOLO txt labels (ultralytics' format) written here."""
-    import os
-
+    """YOLOv8n on the same images, as YOLO txt labels (ultralytics' format)."""
     train = load_split(args.data, "trainval")
-    root = tmp / "yolo-format"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for s in train.samples:
-        (root / "images" / s.image_path.name).symlink_to(s.image_path.resolve())
-        h, w = s.size
-        lines = [f"{c} {(b[0] + b[2]) / 2 / w:.6f} {(b[1] + b[3]) / 2 / h:.6f} {(b[2] - b[0]) / w:.6f} {(b[3] - b[1]) / h:.6f}"
-                 for b, c in zip(s.boxes, s.labels)]  # fmt: skip
-        (root / "labels" / f"{s.image_path.stem}.txt").write_text("\n".join(lines) + "\n")
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(train.class_names))
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames:\n{names}\n")
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp / "ultralytics-config")}
-    run = subprocess.run([args.peer_python, "-c", PEER_SCRIPT, str(root / "data.yaml"), str(args.epochs), str(args.img),
-                          str(tmp / "peer")], capture_output=True, text=True, env=env)  # fmt: skip
+    data_yaml = write_yolo_format(train, tmp / "yolo-format")
+    run = subprocess.run([args.peer_python, "-c", PEER_SCRIPT, str(data_yaml), str(args.epochs), str(args.img),
+                          str(tmp / "peer")], capture_output=True, text=True, env=peer_env(tmp))  # fmt: skip
     line = next((ln for ln in run.stdout.splitlines() if ln.startswith("PEER ")), None)
     if run.returncode != 0 or line is None:
         raise SystemExit(f"the peer run failed:\n{run.stderr[-3000:]}")
