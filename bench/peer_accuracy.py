@@ -6,7 +6,8 @@ The peer (8.4.190, its own virtual environment) trains on ``--train-split`` with
 no validation, then predicts ``--val-split`` at COCO-evaluation settings (conf 0.001, NMS IoU
 0.65, 100 boxes, as ``yolo4 eval``); its boxes go through the same pycocotools scoring as ours,
 so the per-class figures sit next to ``yolo4 eval``'s on the same images. Writes
-``results.json`` and ``summary.json`` (with the training time and the CPU) under ``--out``.
+``results.json`` and ``summary.json`` (with the training time, its own final validation included, and the
+CPU) under ``--out``; ultralytics prints its own val figures too, a cross-check of the scoring.
 """
 
 from __future__ import annotations
@@ -31,18 +32,18 @@ PEER_SCRIPT = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from ultralytics import YOLO
-    data, epochs, size, out, images, conf, iou, max_det = sys.argv[1:9]
+    data, epochs, size, out, images, conf, iou, max_det, answer = sys.argv[1:10]
     model = YOLO("yolov8n.yaml")  # from scratch
     start = time.time()
     model.train(data=data, epochs=int(epochs), imgsz=int(size), device="cpu", val=False, plots=False,
-                project=out, name="peer", exist_ok=True, verbose=False)
+                project=out, name="peer", exist_ok=True)
     train_s = time.time() - start
     predictions = {}
     for r in model.predict(source=images, imgsz=int(size), conf=float(conf), iou=float(iou),
                            max_det=int(max_det), device="cpu", stream=True, verbose=False):
         b = r.boxes
         predictions[Path(r.path).name] = {"xyxy": b.xyxy.tolist(), "score": b.conf.tolist(), "cls": b.cls.int().tolist()}
-    print("PEER " + json.dumps({"train_s": train_s, "batch": model.trainer.args.batch, "predictions": predictions}))
+    Path(answer).write_text(json.dumps({"train_s": train_s, "batch": model.trainer.args.batch, "predictions": predictions}))
 """)
 
 
@@ -65,13 +66,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_yaml = write_yolo_format(train, Path(tmp) / "yolo-format", val)
         command = [args.peer_python, "-c", PEER_SCRIPT, str(data_yaml), str(args.epochs), str(args.img), str(Path(tmp) / "peer"),
-                   str(data_yaml.parent / "val" / "images"), str(COCO_EVAL.conf), str(COCO_EVAL.iou), str(COCO_EVAL.max_det)]  # fmt: skip
-        # The peer's own progress goes to this terminal; only its last line is read.
-        run = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=peer_env(Path(tmp)))
-    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("PEER ")), None)
-    if run.returncode != 0 or line is None:
-        raise SystemExit(f"the peer run failed (exit {run.returncode}); its output is above")
-    figures = json.loads(line[5:])
+                   str(data_yaml.parent / "val" / "images"), str(COCO_EVAL.conf), str(COCO_EVAL.iou), str(COCO_EVAL.max_det),
+                   str(answer := Path(tmp) / "peer.json")]  # fmt: skip
+        run = subprocess.run(command, env=peer_env(Path(tmp)))  # its own progress bars, on this terminal
+        if run.returncode != 0 or not answer.exists():
+            raise SystemExit(f"the peer run failed (exit {run.returncode}); its output is above")
+        figures = json.loads(answer.read_text())
     results = []
     for s in val.samples:
         p = figures["predictions"].get(s.image_path.name)
