@@ -3,7 +3,7 @@
     python bench/peer_accuracy.py --peer-python /path/to/venv/bin/python [--data bccd] [--epochs 30] [--img 512]
 
 The peer (8.4.190, its own virtual environment) trains on ``--train-split`` with its defaults and
-no validation, then predicts ``--val-split`` at COCO-evaluation settings (conf 0.001, NMS IoU
+no per-epoch validation, then predicts ``--val-split`` at COCO-evaluation settings (conf 0.001, NMS IoU
 0.65, 100 boxes, as ``yolo4 eval``); its boxes go through the same pycocotools scoring as ours,
 so the per-class figures sit next to ``yolo4 eval``'s on the same images. Writes
 ``results.json`` and ``summary.json`` (with the training time, its own final validation included, and the
