@@ -50,6 +50,7 @@ def test_fine_tune_recipe_applies_unless_overridden():
     assert (config.scale_x_y, config.augment.mosaic_fit) == (FINE_TUNE["scale_x_y"], FINE_TUNE["augment.mosaic_fit"])
     assert config.augment.mosaic_fit != TrainConfig().augment.mosaic_fit
     assert config.augment.scale == FINE_TUNE["augment.scale"] != TrainConfig().augment.scale
+    assert (config.ema_decay, config.ema_tau) == (FINE_TUNE["ema_decay"], FINE_TUNE["ema_tau"]) != (TrainConfig().ema_decay, TrainConfig().ema_tau)
     deliberate = apply_fine_tune_recipe(apply_overrides(TrainConfig(), [f"lr={TrainConfig().lr}"]))  # the default, given
     assert (deliberate.lr, deliberate.warmup_epochs) == (TrainConfig().lr, FINE_TUNE["warmup_epochs"])
     # One augment key given keeps that key only; the recipe's other augment keys still apply.
