@@ -1,7 +1,7 @@
 """ultralytics (the peer) on our datasets: its label format and a clean environment to run it in.
 
 The peer lives in its own virtual environment (never a project dependency), so the bench scripts
-hand it files and read back what it prints.
+hand it files and read back what it reports.
 """
 
 from __future__ import annotations

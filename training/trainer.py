@@ -104,8 +104,8 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             print(f"fine-tuning recipe: {config.optimizer} lr {config.lr}, warm-up {config.warmup_epochs} epochs, "
                   f"{'scaled' if loss_config.reduction == 'mean' else 'darknet'} loss form, grid sensitivity "
                   f"{model_config.heads[0].scale_x_y:g}, Mosaic cells {config.augment.mosaic_fit}, scale jitter "
-                  f"{config.augment.scale[0]:g}-{config.augment.scale[1]:g}, EMA {config.ema_decay:g} over "
-                  f"{config.ema_tau:g} steps"
+                  f"{config.augment.scale[0]:g}-{config.augment.scale[1]:g}, EMA decay {config.ema_decay:g} "
+                  f"(ramped up over {config.ema_tau:g} steps)"
                   + (f", backbone frozen for {config.freeze_epochs:g} epochs" if config.freeze_epochs else "")
                   + " (override with --set)")  # fmt: skip
     model.to(proc.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
