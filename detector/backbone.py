@@ -25,6 +25,10 @@ class CSPDarknet53(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.out_channels = tuple(scale_channels(c, width) for c, _ in CSPDARKNET53_STAGES[2:])
 
+    def parts(self) -> list[nn.Module]:
+        """The stem, then each stage, input side first (what ``freeze_stages`` counts)."""
+        return [self.stem, *self.stages]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.stem(x)
         x = self.stages[1](self.stages[0](x))
@@ -45,6 +49,10 @@ class TinyBackbone(nn.Module):
         self.block3 = TinyCSPBlock(256, 256, act)
         self.head_conv = ConvBNAct(512, 512, 3, act=act)
         self.out_channels = (256, 512)
+
+    def parts(self) -> list[nn.Module]:
+        """The stem, then each block, input side first (what ``freeze_stages`` counts)."""
+        return [self.stem, self.block1, self.block2, self.block3, self.head_conv]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(x)

@@ -243,3 +243,29 @@ def test_scale_x_y_setting_reaches_the_model_and_its_loss(tmp_path):
     assert start.loss.neighbor_cells
     default = initial_model(TrainConfig(img_size=128, model="yolov4-tiny", loss_form="scaled"), train)
     assert [h.scale_x_y for h in default.config.heads] == [1.05, 1.05] and not default.loss.neighbor_cells
+
+
+@pytest.mark.parametrize("freeze_epochs", [0, 1])
+def test_freeze_stages_keeps_the_leading_backbone_parts_fixed_through_a_thaw(freeze_epochs):
+    from yolo4.core.presets import preset
+    from yolo4.detector.model import build_model
+    from yolo4.training.setup import set_frozen
+
+    torch.manual_seed(0)
+    model = build_model(preset("yolov4-tiny", class_names=["a", "b"], input_size=(128, 128)))
+    config = TrainConfig(freeze_stages=2, freeze_epochs=freeze_epochs)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(model, config)
+    for epoch in range(2):  # with freeze_epochs=1 the backbone thaws for the second epoch
+        model.train()
+        set_frozen(model, config, epoch < config.freeze_epochs)
+        optimizer.zero_grad()
+        sum(raw.square().mean() for raw in model(torch.randn(2, 3, 128, 128))).backward()
+        optimizer.step()
+    after = model.state_dict()
+    changed = {k.split(".")[1] for k in after if k.startswith("backbone.") and not torch.equal(after[k], before[k])}
+    # weights and BatchNorm statistics alike: the stem and the first block stay COCO's
+    assert changed == {"block2", "block3", "head_conv"}
+    assert not torch.equal(after["heads.0.pred.weight"], before["heads.0.pred.weight"])
+    with pytest.raises(ValueError, match="only 5 parts"):
+        set_frozen(model, TrainConfig(freeze_stages=6), False)

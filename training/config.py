@@ -33,6 +33,11 @@ class TrainConfig:
     # statistics included, for the first freeze_epochs epochs.
     freeze_epochs: float = 0.0
     freeze_neck: bool = False
+    # The backbone's first N parts (1: the stem, 2: the stem and the first stage, ...) stay fixed
+    # for the whole run, BatchNorm statistics included (Detectron2's FREEZE_AT, Darknet's
+    # stopbackward): edges and colours carry over from COCO, and the backward pass skips the
+    # highest-resolution layers, the most expensive ones.
+    freeze_stages: int = 0
     freeze_bn: bool = False  # every BatchNorm keeps its statistics (eval mode) throughout; affine still trained
     # Grid sensitivity of every head (0: the model's own, 1.05 for yolov4-tiny). 2 lets a head
     # reach into the neighbouring cells, so the scaled loss also trains the two cells nearest a
@@ -91,6 +96,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.anchors not in ("auto", "keep"):
             raise ValueError(f"anchors must be auto or keep, got {self.anchors!r}")
+        if self.freeze_stages < 0:
+            raise ValueError(f"freeze_stages must be 0 or more, got {self.freeze_stages}")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
         if self.loss_form not in ("auto", "darknet", "scaled"):

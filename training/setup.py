@@ -227,14 +227,27 @@ def frozen_parts(model: Yolo4, config: TrainConfig) -> list[torch.nn.Module]:
     return [model.backbone, model.neck] if config.freeze_neck else [model.backbone]
 
 
+def fixed_stages(model: Yolo4, config: TrainConfig) -> list[torch.nn.Module]:
+    """The leading backbone parts that ``freeze_stages`` keeps fixed for the whole run."""
+    parts = model.backbone.parts()
+    if config.freeze_stages > len(parts):
+        raise ValueError(f"freeze_stages={config.freeze_stages}, but the backbone of this model has only "
+                         f"{len(parts)} parts (stem and stages); 0 freezes none")  # fmt: skip
+    return parts[: config.freeze_stages]
+
+
 def set_frozen(model: Yolo4, config: TrainConfig, frozen: bool) -> None:
     """Freeze (or thaw) the parts: no gradients (so no backward pass through them, which is most
     of a step's time) and BatchNorm in eval mode (its statistics stay COCO's). Call after
-    ``model.train()``: it puts the frozen parts back in eval mode."""
+    ``model.train()``: it puts the frozen parts back in eval mode. The ``freeze_stages`` parts
+    stay frozen either way."""
     for part in frozen_parts(model, config):
         part.requires_grad_(not frozen)
         if frozen:
             part.eval()
+    for part in fixed_stages(model, config):
+        part.requires_grad_(False)
+        part.eval()
     if config.freeze_bn:
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):

@@ -107,10 +107,12 @@ def fit(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                   f"{config.augment.scale[0]:g}-{config.augment.scale[1]:g}, EMA decay {config.ema_decay:g} "
                   f"(ramped up over {config.ema_tau:g} steps)"
                   + (f", backbone frozen for {config.freeze_epochs:g} epochs" if config.freeze_epochs else "")
+                  + (f", first {config.freeze_stages} backbone parts fixed" if config.freeze_stages else "")
                   + " (override with --set)")  # fmt: skip
     model.to(proc.device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if config.sync_bn and proc.world > 1 and proc.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    set_frozen(model, config, False)  # before compiling and DDP, which both see what needs gradients
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and proc.device.type == "cuda")
     ema = ModelEMA(model, config.ema_decay, tau=config.ema_tau) if config.ema else None
