@@ -51,16 +51,18 @@ def resize_image(
     return canvas, ResizeTransform(new_w / w, new_h / h, float(left), float(top), (h, w))
 
 
-def to_input_tensor(images: list[np.ndarray], contract: PreprocessConfig) -> np.ndarray:
+def to_input_tensor(images: list[np.ndarray], contract: PreprocessConfig, contiguous: bool = True) -> np.ndarray:
     """Resized BGR uint8 images -> ``(B, 3, H, W)`` float32, colour order and normalisation
-    per the contract."""
+    per the contract. ``contiguous=False`` returns the ``(B, 3, H, W)`` view of the ``(B, H, W, 3)``
+    array instead of a copy: PyTorch's channels_last layout, which training wants anyway."""
     batch = np.stack(images)  # (B, H, W, 3) BGR
     if contract.color == "RGB":
         batch = batch[..., ::-1]
     x = batch.astype(np.float32) * np.float32(contract.scale)
     if any(contract.mean) or any(s != 1.0 for s in contract.std):
         x = (x - np.asarray(contract.mean, np.float32)) / np.asarray(contract.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x) if contiguous else x
 
 
 def preprocess_batch(

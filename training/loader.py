@@ -52,9 +52,10 @@ class TrainDataset(Dataset):
 
 
 def collate(batch: list[Example], contract: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> images ``(B, 3, H, W)`` float32 per the contract, targets ``(M, 6)``
+    """-> images ``(B, 3, H, W)`` float32 per the contract, in channels_last memory (the trainer's
+    layout: no transposing copy here and none there), targets ``(M, 6)``
     ``[image index, class, x1, y1, x2, y2]`` in input pixels."""
-    images = torch.from_numpy(to_input_tensor([image for image, _, _ in batch], contract))
+    images = torch.from_numpy(to_input_tensor([image for image, _, _ in batch], contract, contiguous=False))
     rows = [
         np.concatenate([np.full((len(labels), 1), i), labels[:, None], boxes], axis=1)
         for i, (_, boxes, labels) in enumerate(batch)

@@ -226,8 +226,7 @@ def train_one_epoch(net, model: Yolo4, loader, optimizer, scaler, ema, config: T
             group["lr"] = lr
         model.set_dropblock(dropblock_probability(progress.iteration, total_iters, config.dropblock))
         images, targets = images.to(proc.device, non_blocking=True), targets.to(proc.device)
-        if config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
         if config.multiscale:
             images, targets = random_rescale(images, targets, progress.iteration, config.seed)
 
