@@ -269,3 +269,21 @@ def test_freeze_stages_keeps_the_leading_backbone_parts_fixed_through_a_thaw(fre
     assert not torch.equal(after["heads.0.pred.weight"], before["heads.0.pred.weight"])
     with pytest.raises(ValueError, match="only 5 parts"):
         set_frozen(model, TrainConfig(freeze_stages=6), False)
+
+
+def test_collate_hands_the_trainer_channels_last_batches_equal_to_the_inference_tensor():
+    """The training batch is the inference contract's tensor, already in channels_last memory
+    (no transposing copy in the hot loop), with one target row per box."""
+    from yolo4.core.preprocess import to_input_tensor
+    from yolo4.core.presets import preset
+    from yolo4.training.loader import collate
+
+    contract = preset("yolov4-tiny", class_names=("a", "b"), input_size=(64, 96)).preprocess
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    boxes = [np.array([[1, 2, 30, 40]], np.float32), np.zeros((0, 4), np.float32), np.array([[0, 0, 9, 9], [5, 5, 50, 60]], np.float32)]
+    labels = [np.array([1]), np.zeros(0, np.int64), np.array([0, 1])]
+    batch, targets = collate(list(zip(images, boxes, labels)), contract)
+    assert batch.shape == (3, 3, 64, 96) and batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch, torch.from_numpy(to_input_tensor(images, contract)))
+    assert targets[:, :2].tolist() == [[0, 1], [2, 0], [2, 1]] and targets[2, 2:].tolist() == [5, 5, 50, 60]

@@ -38,8 +38,8 @@ SHARED_CFG = "darknet/yolov4-tiny.cfg"
 # this size and length (chosen on val with the train split: README, "Fine-tuning"). 30 epochs
 # scored as well as 40 (seeds 0 / 1: 0.901 / 0.897 mAP50 against 0.899 / 0.899) for 3/4 of the
 # time. Whether they fit YOLOv8n's 30 from scratch depends on the CPU (bench/train.py
-# --peer-python --set weights=...; the card records both times): on the AVX-512 CPUs they do;
-# on the AVX2-only EPYC a fine-tuning epoch took 1.14x YOLOv8n's, so pass --epochs 26 there.
+# --peer-python --set weights=...; the card records both times): on the AVX2-only EPYC a
+# fine-tuning epoch took 1.14x YOLOv8n's, so 30 do not fit there (about 26 would, unmeasured on val).
 BCCD_EPOCHS, BCCD_IMG = 30, 512
 
 
