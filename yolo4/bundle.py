@@ -36,10 +36,10 @@ from yolo4.serving.bundled import MODELS_DIR
 SHARED_CFG = "darknet/yolov4-tiny.cfg"
 # The shipped BCCD model's recipe: yolo4 train's fine-tuning recipe from the COCO yolov4-tiny at
 # this size and length (chosen on val with the train split: README, "Fine-tuning"). 30 epochs
-# scored as well as 40 (seeds 0 / 1: 0.901 / 0.897 mAP50 against 0.899 / 0.899) for 3/4 of the
-# time. Whether they fit YOLOv8n's 30 from scratch depends on the CPU (bench/train.py
-# --peer-python --set weights=...; the card records both times): on the AVX2-only EPYC a
-# fine-tuning epoch took 1.14x YOLOv8n's, so 30 do not fit there (about 26 would, unmeasured on val).
+# scored as well as 40 for 3/4 of the time; 544 no better than 512. Whether 30 fit YOLOv8n's 30
+# from scratch depends on the CPU (bench/train.py --peer-python --set weights=...; the card
+# records both times): a fine-tuning epoch took 0.77x YOLOv8n's on an AVX-512 EPYC (family 26)
+# but 1.14x on an AVX2-only one, where about 26 would fit (unmeasured on val).
 BCCD_EPOCHS, BCCD_IMG = 30, 512
 
 
