@@ -200,6 +200,8 @@ def host_runs_the_emulated_kernels() -> bool:
     kernels qemu would present, natively and faster: emulating them again proves nothing more."""
     isa = set(cpu_info()["isa"])
     return "avx2" in isa and not isa & OTHER_INT8_KERNELS
+
+
 INT8_MODELS = [n for n, c in MODELS.items() if "int8" in {f["precision"] for f in c["files"]}]
 
 
