@@ -6,7 +6,7 @@ throughput per FLOP compares the two. Also a per-step profile of ours (``--profi
     python bench/train.py [--model yolov4-nano] [--epochs 3] [--peer-python /path/to/venv/bin/python] [--profile]
 
 Images/s is the median over the epochs after the first (start-up, allocation); GFLOPs are
-2 x multiply-adds of one image's forward pass at --img, counted the same way for both models
+2 x multiply-adds of one image's forward pass at --img (YOLOv8n: --peer-img, square), counted the same way for both models
 (``torch.utils.flop_counter``).
 """
 
@@ -25,19 +25,20 @@ from pathlib import Path
 
 import torch
 
+from yolo4.core.config import parse_image_size
 from yolo4.core.cpu import describe_cpu
 from yolo4.core.datasets import load_split
 
 from ultralytics_peer import peer_env, write_yolo_format  # bench/, beside this script
 
 
-def forward_gflops(model: torch.nn.Module, size: int) -> float:
+def forward_gflops(model: torch.nn.Module, size: tuple[int, int]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     was = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, *size))
     model.train(was)
     return counter.get_total_flops() / 1e9
 
@@ -66,7 +67,7 @@ def ours(args: argparse.Namespace, tmp: Path) -> dict:
     workers = auto_workers(select_device(config.device)) if config.workers is None else config.workers
     return {"trainer": f"yolo4 {args.model}", "batch": config.batch_size, "workers": workers,
             "epoch_s": statistics.median(seconds), "images_per_epoch": images,
-            "gflops": forward_gflops(result.model, args.img)}  # fmt: skip
+            "gflops": forward_gflops(result.model, parse_image_size(args.img))}  # fmt: skip
 
 
 PEER_SCRIPT = textwrap.dedent("""
@@ -96,7 +97,7 @@ def peer(args: argparse.Namespace, tmp: Path) -> dict:
     """YOLOv8n on the same images, as YOLO txt labels (ultralytics' format)."""
     train = load_split(args.data, "trainval")
     data_yaml = write_yolo_format(train, tmp / "yolo-format")
-    run = subprocess.run([args.peer_python, "-c", PEER_SCRIPT, str(data_yaml), str(args.epochs), str(args.img),
+    run = subprocess.run([args.peer_python, "-c", PEER_SCRIPT, str(data_yaml), str(args.epochs), str(args.peer_img),
                           str(tmp / "peer")], capture_output=True, text=True, env=peer_env(tmp))  # fmt: skip
     line = next((ln for ln in run.stdout.splitlines() if ln.startswith("PEER ")), None)
     if run.returncode != 0 or line is None:
@@ -119,7 +120,7 @@ def profile(args: argparse.Namespace) -> None:
     from yolo4.training.setup import build_optimizer, with_dataset_anchors
 
     train = load_split(args.data, "trainval")
-    config = with_dataset_anchors(preset(args.model, class_names=train.class_names, input_size=(args.img,) * 2), train)
+    config = with_dataset_anchors(preset(args.model, class_names=train.class_names, input_size=parse_image_size(args.img)), train)
     batch = args.batch or TrainConfig().batch_size
     dataset = TrainDataset(train.samples, config.input_size, config.preprocess, TrainConfig().augment, seed=0)
     start = time.perf_counter()
@@ -158,15 +159,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="bccd")
     parser.add_argument("--model", default="yolov4-nano")
-    parser.add_argument("--img", type=int, default=416)
+    parser.add_argument("--img", default="416", help="ours: 416, or WIDTHxHEIGHT for a rectangular input (512x384)")
+    parser.add_argument("--peer-img", type=int, help="YOLOv8n's (square) size; default: the larger side of --img")
     parser.add_argument("--batch", type=int, help="default: yolo4 train's")
     parser.add_argument("--workers", type=int, help="default: yolo4 train's")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more training settings")
     parser.add_argument("--peer-python", help="a Python with ultralytics (8.4.190) installed: run YOLOv8n too")
     parser.add_argument("--profile", action="store_true", help="print where a training step's time goes")
+    parser.add_argument("--json", help="also write the figures here (python -m yolo4.bundle bccd --peer-bench)")
     args = parser.parse_args()
-    print(f"CPU: {describe_cpu()}; BCCD trainval, {args.img} px, {args.epochs} epochs each, no validation")
+    args.peer_img = args.peer_img or max(parse_image_size(args.img))
+    peer_note = f" (YOLOv8n {args.peer_img} px)" if args.peer_python else ""
+    print(f"CPU: {describe_cpu()}; BCCD trainval, {args.img} px{peer_note}, {args.epochs} epochs each, no validation")
     if args.profile:
         profile(args)
     rows = []
@@ -183,6 +188,10 @@ def main() -> None:
     if len(rows) == 2:
         print(f"ours / peer: {rows[0]['gflop_per_s'] / rows[1]['gflop_per_s']:.2f}x per FLOP, "
               f"{rows[1]['epoch_s'] / rows[0]['epoch_s']:.2f}x per epoch")
+    if args.json:
+        figures = {"cpu": describe_cpu(), "img": args.img, "peer_img": args.peer_img, "epochs": args.epochs, "rows": rows}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -161,6 +161,27 @@ class ModelConfig:
         return cls(**raw, heads=heads, preprocess=PreprocessConfig(**pre))
 
 
+def parse_image_size(value: Any) -> tuple[int, int]:
+    """``(height, width)`` of an input size written as ``512`` (square), ``"512x384"`` (width x
+    height, as image sizes are written), or a ``(height, width)`` pair; multiples of 32."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            width, _, height = text.partition("x")
+            size = (int(height or width), int(width))
+        except ValueError:
+            raise ValueError(f"image size {value!r}: expected N (square) or WIDTHxHEIGHT, e.g. 512 or 512x384") from None
+    elif isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"image size {value!r}: expected (height, width)")
+        size = (int(value[0]), int(value[1]))
+    else:
+        size = (int(value), int(value))
+    if min(size) <= 0 or any(s % 32 for s in size):
+        raise ValueError(f"image size {value!r}: each side must be a positive multiple of 32 (e.g. 512 or 512x384)")
+    return size
+
+
 def read_class_names(path: str | Path) -> tuple[str, ...]:
     """One class name per line (Darknet ``.names``); blank lines and ``#`` comments are ignored."""
     lines = (line.strip() for line in Path(path).read_text().splitlines())

@@ -160,7 +160,7 @@ def test_metadata_round_trip_and_single_file(nano, nano_nms):
     assert edge.metadata["output"] == meta.layout and edge.metadata["metrics"] == LIVE_METRICS
 
 
-def test_export_command(nano, tmp_path):
+def test_export_command(nano, tmp_path, capsys):
     from yolo4.detector.checkpoint import save_checkpoint
 
     from yolo4.cli import main
@@ -172,4 +172,8 @@ def test_export_command(nano, tmp_path):
     edge = EdgeDetector(out)
     assert edge.input_size == (160, 160) and edge.has_nms
     assert edge.metadata["metrics"] == {"mAP50": 0.5} and edge.metadata["source"] == str(tmp_path / "m.pt")
-    assert main(["export", "--weights", str(tmp_path / "m.pt"), "--img", "100", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as exit:  # argparse's usage error, naming the rule
+        main(["export", "--weights", str(tmp_path / "m.pt"), "--img", "100", "--out", str(out)])
+    assert exit.value.code == 2 and "multiple of 32" in capsys.readouterr().err
+    assert main(["export", "--weights", str(tmp_path / "m.pt"), "--img", "160x96", "--out", str(out)]) == 0
+    assert EdgeDetector(out).input_size == (96, 160)  # WIDTHxHEIGHT, as image sizes are written

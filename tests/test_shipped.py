@@ -272,3 +272,24 @@ def test_held_out_line_names_every_seed_and_their_mean():
     assert "0.901 / 0.597 (RBC 0.852 / 0.500); 0.891 / 0.585 (RBC 0.841 / 0.500)" in entry["description"]
     assert entry["description"].endswith("mean of 2 seeds 0.896 / 0.591")
     assert "mean" not in held_out_entry([summary(0.901, 0.597, 0.852)])["description"]
+
+
+def test_peer_entry_takes_the_bench_outputs_and_refuses_figures_from_another_cpu():
+    """The card's peer comes straight from bench/peer_accuracy.py and bench/train.py --json, and
+    only if both ran on the CPU that trains the shipped model."""
+    from yolo4.bundle import peer_entry
+
+    accuracy = {"trainer": "ultralytics 8.4.190 YOLOv8n, from scratch", "cpu": "CPU A", "train_split": "train",
+                "val_split": "val", "epochs": 30, "img": 512, "batch": 16, "train_seconds": 1112.4,
+                "metrics": {"mAP50": 0.7951, "mAP50-95": 0.5112},
+                "per_class": [{"name": "Platelets", "ap50": 0.5861, "ap": 0.2504}]}  # fmt: skip
+    bench = {"cpu": "CPU A", "img": "512x384", "peer_img": 512, "epochs": 3,
+             "rows": [{"trainer": "yolo4 yolov4-tiny", "epoch_s": 30.04}, {"trainer": "ultralytics YOLOv8n", "epoch_s": 48.66}]}  # fmt: skip
+    entry = peer_entry(accuracy, bench, "CPU A")
+    assert entry["val_from_train_split"]["per_class"] == {"Platelets": {"AP50": 0.586, "AP50-95": 0.25}}
+    assert entry["training_time"]["estimated_seconds"] == 1460 and entry["training_time"]["ours_img"] == "512x384"
+    assert "val 0.795 / 0.511" in entry["description"] and "about 1,460 s for 30" in entry["description"]
+    assert "training_time" not in peer_entry(accuracy, None, "CPU A")
+    for other in ({**accuracy, "cpu": "CPU B"}, accuracy):
+        with pytest.raises(ValueError, match="measure the peer on this CPU"):
+            peer_entry(other, {**bench, "cpu": "CPU B"} if other is accuracy else bench, "CPU A")

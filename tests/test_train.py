@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -43,6 +44,23 @@ def test_nano_overfits_a_handful_of_images(data, tmp_path):
     assert float(rows[-1]["mAP50"]) > 0.5, rows[-1]["mAP50"]
     assert (result.run_dir / "curves.png").stat().st_size > 1000
     assert (result.run_dir / "config.yaml").exists() and (result.run_dir / "weights" / "last.pt").exists()
+
+
+def test_a_rectangular_input_trains_and_detects_at_its_own_shape(data, tmp_path):
+    from yolo4.core.config import Thresholds
+    from yolo4.detector.predictor import Predictor
+    from yolo4.training.loss_config import scaled_loss
+
+    result = fit(config(data, tmp_path / "run", "epochs=1", "img_size=128x96", "loss_form=scaled"))
+    assert result.model.config.input_size == (96, 128)
+    # the objectness gain follows the cell count (area), not one side
+    assert scaled_loss(result.model.config).obj_normalizer == pytest.approx(96 * 128 / 640**2)
+    raws = result.model.eval()(torch.zeros(1, 3, 96, 128))
+    assert [r.shape[2:4] for r in raws] == [(96 // h.stride, 128 // h.stride) for h in result.model.config.heads]
+    predictor = Predictor.from_files(result.run_dir / "weights" / "last.pt", thresholds=Thresholds(conf=0.0, max_det=50))
+    assert predictor.input_size == (96, 128)
+    boxes = predictor.detect_batch([np.full((60, 80, 3), 127, np.uint8)])[0].boxes
+    assert len(boxes) and np.all(boxes[:, 2:] <= [80, 60])  # back in the 80x60 image's pixels
 
 
 def _final_state(path):

@@ -27,6 +27,22 @@ def test_overrides_are_typed_and_checked(tmp_path):
     assert (config.lr, config.augment.mosaic, config.loss) == (0.02, 0.5, {"label_smoothing": 0.1})
 
 
+def test_image_size_is_a_side_or_width_by_height():
+    from yolo4.core.config import parse_image_size
+
+    assert parse_image_size(416) == parse_image_size("416") == (416, 416)
+    assert parse_image_size("512x384") == parse_image_size(" 512X384 ") == parse_image_size((384, 512)) == (384, 512)
+    for bad in ["512x100", "abc", "0", "512x384x2", "x384", (1, 2, 3)]:
+        with pytest.raises(ValueError, match="image size"):
+            parse_image_size(bad)
+    config = apply_overrides(TrainConfig(), ["img_size=512x384"])
+    assert config.input_size == (384, 512) and config.img_size == "512x384"  # config.yaml reads as it was typed
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert apply_overrides(TrainConfig(), ["img_size=512"]).img_size == 512
+    with pytest.raises(ValueError, match="multiple of 32"):
+        TrainConfig(img_size=500)
+
+
 def test_darknet_recipe_applies_unless_overridden(darknet_dir):
     from yolo4.detector.darknet_cfg import read_cfg
 

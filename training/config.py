@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yolo4.core.config import parse_image_size
 from yolo4.training.augment import AugmentConfig
 from yolo4.training.loss_config import LossConfig
 
@@ -43,7 +44,9 @@ class TrainConfig:
     # reach into the neighbouring cells, so the scaled loss also trains the two cells nearest a
     # box centre (Scaled-YOLOv4): three times the positives, for dense small objects.
     scale_x_y: float = 0.0
-    img_size: int = 416
+    # A side (square) or "WIDTHxHEIGHT": a rectangular input for data of one aspect ratio
+    # (BCCD's 640x480 at 512x384 costs 0.75x the pixels of 512x512 and resizes x and y alike).
+    img_size: int | str = 416
     epochs: int = 100
     batch_size: int = 8  # total over all processes; 8 ran 1.15x the images/s of 16 on 2 CPU cores (bench/train.py)
     workers: int | None = None  # data-loader processes; None: 0 on a CPU, up to 8 beside a GPU
@@ -74,7 +77,7 @@ class TrainConfig:
     # and backward: a nano step 1.6x faster on CPU, bench/train.py), after a compile of 10-60 s;
     # auto: on when the run has at least COMPILE_MIN_ITERS steps.
     compile: str = "auto"  # auto | on | off
-    multiscale: bool = False  # each batch at a random size in [0.5, 1.5] x img_size
+    multiscale: bool = False  # each batch at a random size in [0.5, 1.5] x img_size (both sides)
     dropblock: float = 0.1  # final DropBlock drop probability, ramped up from 0
     close_mosaic: float = 0.2  # last fraction of epochs without Mosaic/CutMix/MixUp (YOLOv8: 10 of 30-100)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -100,8 +103,14 @@ class TrainConfig:
             raise ValueError(f"freeze_stages must be 0 or more, got {self.freeze_stages}")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
+        parse_image_size(self.img_size)  # fails naming the size
         if self.loss_form not in ("auto", "darknet", "scaled"):
             raise ValueError(f"loss_form must be auto, darknet or scaled, got {self.loss_form!r}")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the training input."""
+        return parse_image_size(self.img_size)
 
     def was_given(self, key: str) -> bool:
         """Did the user set ``key`` (a field name, or ``augment.<name>`` / ``loss.<name>``)?"""
@@ -199,6 +208,9 @@ def load_hyp(path: str | Path) -> dict[str, Any]:
 
 def _convert(key: str, value: Any, hint: Any) -> Any:
     """Convert a string (or YAML value) to the field's declared type, or fail naming the key."""
+    if key == "img_size":
+        height, width = parse_image_size(value)
+        return height if height == width else f"{width}x{height}"  # a square stays an int, as it always was
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     optional = type(None) in args
     if optional:

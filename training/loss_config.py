@@ -98,7 +98,9 @@ def scaled_loss(config: ModelConfig) -> LossConfig:
     return LossConfig(
         reduction="mean", objectness_smooth=1.0, neighbor_cells=all(h.scale_x_y >= 2 for h in config.heads),
         ignore_thresh=1.0,
-        iou_normalizer=0.05, obj_normalizer=(config.input_size[0] / 640) ** 2,
+        # YOLOv5's (size / 640)^2 for a square input, by area for a rectangular one: the mean over
+        # fewer cells weighs each positive more, so the gain falls with the cell count.
+        iou_normalizer=0.05, obj_normalizer=config.input_size[0] * config.input_size[1] / 640**2,
         cls_normalizer=0.5 * config.num_classes / 80,
     )  # fmt: skip
 

@@ -66,7 +66,7 @@ def initial_model(config: TrainConfig, train_set: DetectionSet, state: dict | No
         model = build_model(model_config)
         model.load_state_dict(state["model"])
         return ModelStart(model, model_config, LossConfig.from_dict(state["loss"]))
-    size = (config.img_size, config.img_size)
+    size = config.input_size
     if config.weights or config.model.endswith(".cfg"):
         return _from_files(config, train_set, size)
     model_config = preset(config.model, class_names=train_set.class_names, input_size=size)

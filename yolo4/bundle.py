@@ -57,11 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bccd.add_argument("--split", default="trainval", help="training split of the shipped model")
     bccd.add_argument("--epochs", type=int, default=BCCD_EPOCHS)
     bccd.add_argument("--batch", type=int, default=8)
-    bccd.add_argument("--img", type=int, default=BCCD_IMG)
+    bccd.add_argument("--img", default=BCCD_IMG, help="training input size: 512, or WIDTHxHEIGHT (512x384)")
     bccd.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more training settings")
     bccd.add_argument("--held-out", nargs="+", metavar="SUMMARY",
                       help="summary.json of `yolo4 eval` of the same recipe trained on the train split (one per seed)")
-    bccd.add_argument("--peer", help="JSON of a peer's figures on the same split and CPU, for the card")
+    bccd.add_argument("--peer", metavar="SUMMARY", help="summary.json of bench/peer_accuracy.py (the peer trained on the "
+                                                       "train split, scored by our evaluator) on this CPU")
+    bccd.add_argument("--peer-bench", metavar="JSON", help="bench/train.py --json output: the peer's epoch time beside "
+                                                           "ours on trainval, on this CPU")  # fmt: skip
     bccd.add_argument("--resume", action="store_true", help="continue an interrupted training in --out")
     for q in (coco, bccd):
         q.add_argument("--calib-images", type=int, default=100)
@@ -299,7 +302,8 @@ def bccd(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if args.held_out:
         card["held_out"] = held_out_entry([json.loads(Path(s).read_text()) for s in args.held_out])
     if args.peer:
-        card["peer"] = json.loads(Path(args.peer).read_text())
+        bench = json.loads(Path(args.peer_bench).read_text()) if args.peer_bench else None
+        card["peer"] = peer_entry(json.loads(Path(args.peer).read_text()), bench, describe_cpu())
     return card
 
 
@@ -317,6 +321,44 @@ def held_out_entry(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     if len(summaries) > 1:
         text += f"; mean of {len(summaries)} seeds {mean['mAP50']:.3f} / {mean['mAP50-95']:.3f}"
     return {"metrics": mean, "runs": summaries, "description": text}
+
+
+def peer_entry(accuracy: dict[str, Any], bench: dict[str, Any] | None, cpu: str) -> dict[str, Any]:
+    """The peer's figures for the card, from ``bench/peer_accuracy.py``'s summary (val scores of
+    the peer trained on the train split) and ``bench/train.py --json`` (its trainval epoch beside
+    ours). Both must come from ``cpu``, the one the shipped model trains on: a time measured on
+    another CPU says nothing about this one."""
+    for what, figure_cpu in (("--peer", accuracy["cpu"]), ("--peer-bench", bench and bench["cpu"])):
+        if figure_cpu and figure_cpu != cpu:
+            raise ValueError(f"{what} was measured on {figure_cpu}, this is {cpu}: measure the peer on this CPU")
+    m = accuracy["metrics"]
+    per_class = {c["name"]: {"AP50": round(c["ap50"], 3), "AP50-95": round(c["ap"], 3)} for c in accuracy["per_class"]}
+    epochs = accuracy["epochs"]
+    entry: dict[str, Any] = {
+        "name": f"{accuracy['trainer']}, {epochs} epochs at {accuracy['img']}, batch {accuracy['batch']} "
+                "(separate virtual environment)",
+        "val_from_train_split": {
+            "mAP50": round(m["mAP50"], 3), "mAP50-95": round(m["mAP50-95"], 3), "per_class": per_class,
+            "train_seconds": accuracy["train_seconds"],
+            "note": f"trained on {accuracy['train_split']}, scored on {accuracy['val_split']} by the same evaluator as "
+                    "ours (bench/peer_accuracy.py); the time includes its final validation",
+        },
+        "machine": cpu,
+    }  # fmt: skip
+    text = (f"{accuracy['trainer']}, {epochs} epochs: val {m['mAP50']:.3f} / {m['mAP50-95']:.3f} (train split, "
+            f"same evaluator, {accuracy['train_seconds']:,.0f} s)")  # fmt: skip
+    if bench:
+        peer = next(r for r in bench["rows"] if r["trainer"].startswith("ultralytics"))
+        ours = next(r for r in bench["rows"] if r["trainer"].startswith("yolo4"))
+        estimate = round(epochs * peer["epoch_s"])
+        entry["training_time"] = {
+            "seconds_per_epoch_trainval": round(peer["epoch_s"], 1), "epochs": epochs, "img": bench["peer_img"],
+            "estimated_seconds": estimate, "ours_seconds_per_epoch_trainval": round(ours["epoch_s"], 1), "ours_img": bench["img"],
+            "note": f"median epoch of BCCD trainval by bench/train.py, side by side with ours in one run; {epochs} x that epoch",
+        }  # fmt: skip
+        text += f"; {peer['epoch_s']:.1f} s per trainval epoch at {bench['peer_img']} (ours {ours['epoch_s']:.1f} s at {bench['img']}), about {estimate:,} s for {epochs}"
+    entry["description"] = text
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:

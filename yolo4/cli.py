@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from yolo4.core.config import COCO_EVAL, DETECT
+from yolo4.core.config import COCO_EVAL, DETECT, parse_image_size
 
 # A missing top-level module -> the extra that brings it.
 EXTRAS = {
@@ -20,6 +20,14 @@ EXTRAS = {
     "bentoml": "serve", "fastapi": "serve", "python_multipart": "serve", "multipart": "serve", "yaml": "eval",
     "PIL": "eval",
 }  # fmt: skip
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``--img``: ``512`` or ``WIDTHxHEIGHT`` -> ``(height, width)``, or argparse's usage error."""
+    try:
+        return parse_image_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _model_args(p: argparse.ArgumentParser, onnx: bool = True) -> None:
@@ -40,7 +48,8 @@ def _threshold_args(p: argparse.ArgumentParser, defaults) -> None:
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--img", type=int, help="input size, multiple of 32 (default: the model's; ONNX: --dynamic files)")
+    p.add_argument("--img", type=image_size, help="input size: 512, or WIDTHxHEIGHT (512x384); multiples of 32 "
+                                                  "(default: the model's; ONNX: --dynamic files)")  # fmt: skip
     p.add_argument("--batch", type=int, default=8, help="images per run")
     p.add_argument("--device", help="PyTorch: cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: chosen by measurement on this machine)")
@@ -94,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("export", "yolo4.commands.export:run", "model -> one self-contained ONNX file (decode in-graph, metadata inside)")
     _model_args(p, onnx=False)
-    p.add_argument("--img", type=int, help="input size (multiple of 32; default: the model's)")
+    p.add_argument("--img", type=image_size, help="input size: 512, or WIDTHxHEIGHT (512x384); multiples of 32 "
+                                                  "(default: the model's)")  # fmt: skip
     p.add_argument("--dynamic", action="store_true", help="free batch size and image size")
     p.add_argument("--nms", action="store_true", help="in-graph NMS: outputs detections (B, K, 6) + num_detections")
     p.add_argument("--conf", type=float, default=DETECT.conf, help="--nms: default score threshold (overridable per run)")

@@ -29,7 +29,7 @@ def make_predictor(args: argparse.Namespace, thresholds: Thresholds, quiet: bool
     """A ``Predictor`` or an ``EdgeDetector`` (both: ``config``, ``input_size``, ``detect_batch``)
     and a description of the model for reports."""
     check_model_options(args)
-    size = (args.img, args.img) if args.img else None
+    size = args.img  # (height, width) or None
     if args.weights:
         from yolo4.detector.predictor import Predictor
 

@@ -53,7 +53,7 @@ def show_aug(args: argparse.Namespace) -> int:
     if not config.data:
         raise ValueError("yolo4 show-aug needs --data: a dataset YAML (e.g. data/bccd.yaml) or a shipped name (bccd)")
     train_set = load_split(config.data, config.train_split)
-    model_config = preset(config.model, class_names=train_set.class_names, input_size=(config.img_size,) * 2)
+    model_config = preset(config.model, class_names=train_set.class_names, input_size=config.input_size)
     dataset = TrainDataset(train_set.samples, model_config.input_size, model_config.preprocess, config.augment, config.seed)
     tiles = []
     for i in range(args.n):

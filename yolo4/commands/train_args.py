@@ -12,7 +12,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--act", help="activation of the scaled variants: leaky, mish, silu, relu")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int, help="total batch size over all processes")
-    p.add_argument("--img", type=int, help="training input size (multiple of 32)")
+    p.add_argument("--img", help="training input size: 512, or WIDTHxHEIGHT for a rectangular input (512x384); multiples of 32")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.add_argument("--workers", type=int, help="data-loader processes")
     p.add_argument("--hyp", help="hyper-parameter YAML (keys of TrainConfig, nested augment:/loss:)")
