@@ -39,7 +39,8 @@ SHARED_CFG = "darknet/yolov4-tiny.cfg"
 # scored as well as 40 for 3/4 of the time; 544 no better than 512. Whether 30 fit YOLOv8n's 30
 # from scratch depends on the CPU (bench/train.py --peer-python --set weights=...; the card
 # records both times): a fine-tuning epoch took 0.77x YOLOv8n's on an AVX-512 EPYC (family 26)
-# but 1.14x on an AVX2-only one, where about 26 would fit (unmeasured on val).
+# but 1.14x on an AVX2-only one, where about 26 would fit (unmeasured on val). The rectangular
+# 512x384 (BCCD's aspect ratio, 0.77x the epoch) scored 2.5 points less mAP50-95 on val.
 BCCD_EPOCHS, BCCD_IMG = 30, 512
 
 
