@@ -72,7 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         q.add_argument("--threads", type=int, help="ONNX Runtime threads for scoring (default: ORT's)")
         q.add_argument("--out", help="work folder (default runs/bundle/NAME)")
         q.add_argument("--install", action="store_true", help="copy the files and card into serving/models/")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if getattr(args, "peer_bench", None) and not args.peer:
+        p.error("--peer-bench needs --peer (the peer's val figures from bench/peer_accuracy.py)")
+    return args
 
 
 # INT8 schemes tried in turn: u8s8-7bit (the same integers on every x86 CPU) first; s8s8 (also
