@@ -189,7 +189,8 @@ def main() -> None:
         print(f"ours / peer: {rows[0]['gflop_per_s'] / rows[1]['gflop_per_s']:.2f}x per FLOP, "
               f"{rows[1]['epoch_s'] / rows[0]['epoch_s']:.2f}x per epoch")
     if args.json:
-        figures = {"cpu": describe_cpu(), "img": args.img, "peer_img": args.peer_img, "epochs": args.epochs, "rows": rows}
+        figures = {"cpu": describe_cpu(), "img": args.img, "peer_img": args.peer_img, "epochs": args.epochs,
+                   "set": list(args.set), "rows": rows}  # fmt: skip
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     sys.stdout.flush()

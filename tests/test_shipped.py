@@ -293,3 +293,32 @@ def test_peer_entry_takes_the_bench_outputs_and_refuses_figures_from_another_cpu
     for other in ({**accuracy, "cpu": "CPU B"}, accuracy):
         with pytest.raises(ValueError, match="measure the peer on this CPU"):
             peer_entry(other, {**bench, "cpu": "CPU B"} if other is accuracy else bench, "CPU A")
+
+
+def test_epochs_fit_takes_as_many_epochs_as_fit_in_the_peers_time_on_this_cpu():
+    """``python -m yolo4.bundle bccd --epochs fit`` trains no longer than the peer's 30 epochs: on the
+    AVX2 EPYC's figures (ours 105.4 s, YOLOv8n 92.8 s per epoch) that is 26; where ours is faster, the
+    recipe's 30. Figures of another CPU, size or kind of epoch are refused."""
+    from yolo4.bundle import epochs_within_budget, parse_args
+
+    def bench(ours: float, peer: float, **extra) -> dict:
+        return {"cpu": "CPU A", "img": "512", "peer_img": 512, "epochs": 3, "set": ["weights=yolov4-tiny.weights"],
+                "rows": [{"trainer": "yolo4 yolov4-tiny", "epoch_s": ours}, {"trainer": "ultralytics YOLOv8n", "epoch_s": peer}],
+                **extra}  # fmt: skip
+
+    assert epochs_within_budget(bench(105.4, 92.8), 512, "CPU A", fine_tune=True) == 26
+    assert epochs_within_budget(bench(37.6, 48.7), 512, "CPU A", fine_tune=True) == 30
+    assert epochs_within_budget(bench(37.6, 48.7), 512, "CPU A", peer_epochs=30, cap=40) == 38
+    with pytest.raises(ValueError, match="run bench/train.py on this CPU"):
+        epochs_within_budget(bench(105.4, 92.8), 512, "CPU B")
+    with pytest.raises(ValueError, match="--img 544"):
+        epochs_within_budget(bench(105.4, 92.8), 544, "CPU A")
+    with pytest.raises(ValueError, match="a fine-tuning epoch of ours"):
+        epochs_within_budget(bench(105.4, 92.8), 512, "CPU A", fine_tune=False)
+    with pytest.raises(ValueError, match="add --set weights="):
+        epochs_within_budget(bench(105.4, 92.8, set=[]), 512, "CPU A", fine_tune=True)
+    assert parse_args(["bccd", "--epochs", "fit", "--peer", "p.json", "--peer-bench", "b.json"]).epochs == "fit"
+    assert parse_args(["bccd", "--epochs", "26"]).epochs == 26
+    for argv in (["bccd", "--epochs", "fit"], ["bccd", "--epochs", "0"], ["bccd", "--epochs", "many"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)

@@ -1,7 +1,7 @@
 """Rebuild a model that ships in ``serving/models/``: weights -> export -> quantize -> gate -> card.
 
     python -m yolo4.bundle coco [--weights yolov4-tiny.weights] [--install]
-    python -m yolo4.bundle bccd [--model yolov4-tiny --weights ...] [--epochs N] [--set k=v ...] [--install]
+    python -m yolo4.bundle bccd [--model yolov4-tiny --weights ...] [--epochs N|fit] [--set k=v ...] [--install]
 
 ``coco``: the official COCO-trained yolov4-tiny (``yolo4 weights yolov4-tiny`` fetches and verifies
 it, or ``--weights`` gives it), read through our Darknet importer. ``bccd``: trained here with
@@ -22,6 +22,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import math
 import platform
 import random
 import shutil
@@ -39,9 +40,11 @@ SHARED_CFG = "darknet/yolov4-tiny.cfg"
 # scored as well as 40 for 3/4 of the time; 544 no better than 512. Whether 30 fit YOLOv8n's 30
 # from scratch depends on the CPU (bench/train.py --peer-python --set weights=...; the card
 # records both times): a fine-tuning epoch took 0.77x YOLOv8n's on an AVX-512 EPYC (family 26)
-# but 1.14x on an AVX2-only one, where about 26 would fit (unmeasured on val). The rectangular
-# 512x384 (BCCD's aspect ratio, 0.77x the epoch) scored 2.5 points less mAP50-95 on val.
+# but 1.14x on an AVX2-only one, where 26 fit: ``--epochs fit`` takes the count from that
+# measurement. The rectangular 512x384 (BCCD's aspect ratio, 0.77x the epoch) scored 2.5 points
+# less mAP50-95 on val.
 BCCD_EPOCHS, BCCD_IMG = 30, 512
+PEER_EPOCHS = 30  # the issue's budget: YOLOv8n trained from scratch for 30 epochs on the same CPU
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,7 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bccd.add_argument("--weights", help="start from these weights (default: the verified official COCO "
                                         "yolov4-tiny.weights for yolov4-tiny; 'none': from scratch)")  # fmt: skip
     bccd.add_argument("--split", default="trainval", help="training split of the shipped model")
-    bccd.add_argument("--epochs", type=int, default=BCCD_EPOCHS)
+    bccd.add_argument("--epochs", type=epochs_arg, default=BCCD_EPOCHS,
+                      help=f"training epochs (default {BCCD_EPOCHS}), or 'fit': as many as fit in the peer's "
+                           f"{PEER_EPOCHS} epochs on this CPU, at most {BCCD_EPOCHS}, from --peer-bench")  # fmt: skip
     bccd.add_argument("--batch", type=int, default=8)
     bccd.add_argument("--img", default=BCCD_IMG, help="training input size: 512, or WIDTHxHEIGHT (512x384)")
     bccd.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more training settings")
@@ -75,7 +80,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if getattr(args, "peer_bench", None) and not args.peer:
         p.error("--peer-bench needs --peer (the peer's val figures from bench/peer_accuracy.py)")
+    if getattr(args, "epochs", None) == "fit" and not args.peer_bench:
+        p.error("--epochs fit needs --peer-bench (bench/train.py --json: ours and the peer's epoch, timed on this CPU)")
     return args
+
+
+def epochs_arg(text: str) -> int | str:
+    if text == "fit":
+        return text
+    try:
+        epochs = int(text)
+    except ValueError:
+        epochs = 0
+    if epochs < 1:
+        raise argparse.ArgumentTypeError(f"--epochs takes a positive number or 'fit', got {text!r}")
+    return epochs
+
+
+def epochs_within_budget(bench: dict[str, Any], img: int | str, cpu: str, fine_tune: bool | None = None,
+                         peer_epochs: int = PEER_EPOCHS, cap: int = BCCD_EPOCHS) -> int:  # fmt: skip
+    """The most epochs of ours (at most ``cap``) that take no longer than ``peer_epochs`` of the
+    peer's, from one epoch of each timed side by side by ``bench/train.py --json`` on ``cpu`` at
+    our training size ``img`` (and, when the bench recorded it, fine-tuning or not, as
+    ``fine_tune``). On an AVX2-only EPYC our fine-tuning epoch took 1.14x YOLOv8n's,
+    so 26 fit there; on the AVX-512 CPUs measured, all 30 did."""
+    if bench["cpu"] != cpu:
+        raise ValueError(f"--peer-bench was measured on {bench['cpu']}, this is {cpu}: run bench/train.py on this CPU")
+    if str(bench["img"]) != str(img):
+        raise ValueError(f"--peer-bench timed our epoch at {bench['img']}, this trains at {img}: run bench/train.py --img {img}")
+    if fine_tune is not None and "set" in bench and fine_tune != any(s.startswith("weights=") for s in bench["set"]):
+        # A from-scratch epoch costs less than a fine-tuning one (0.85x on the AVX2 EPYC).
+        raise ValueError("--peer-bench timed " + ("a from-scratch" if fine_tune else "a fine-tuning") + " epoch of ours, "
+                         "this run " + ("fine-tunes: add --set weights=<the same weights>" if fine_tune else
+                                        "trains from scratch: drop --set weights=...") + " to bench/train.py")  # fmt: skip
+    peer = next(r for r in bench["rows"] if r["trainer"].startswith("ultralytics"))["epoch_s"]
+    ours = next(r for r in bench["rows"] if r["trainer"].startswith("yolo4"))["epoch_s"]
+    return max(1, min(cap, math.floor(peer_epochs * peer / ours)))
 
 
 # INT8 schemes tried in turn: u8s8-7bit (the same integers on every x86 CPU) first; s8s8 (also
@@ -250,8 +290,13 @@ def bccd(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         from yolo4.commands.weights import fetch_weights
 
         weights = str(fetch_weights("yolov4-tiny"))
+    epochs = args.epochs
+    if epochs == "fit":
+        epochs = epochs_within_budget(json.loads(Path(args.peer_bench).read_text()), args.img, describe_cpu(),
+                                      fine_tune=bool(weights and weights != "none"))  # fmt: skip
+        print(f"--epochs fit: {epochs} epochs fit in {PEER_EPOCHS} of the peer's on this CPU ({args.peer_bench})")
     settings = [
-        "data=bccd", f"train_split={args.split}", f"model={args.model}", f"epochs={args.epochs}",
+        "data=bccd", f"train_split={args.split}", f"model={args.model}", f"epochs={epochs}",
         f"batch_size={args.batch}", f"img_size={args.img}", "val_every=0", f"out={out / 'train'}",
     ] + ([f"weights={weights}"] if weights and weights != "none" else []) + list(args.set)  # fmt: skip
     config = apply_overrides(TrainConfig(), settings)
