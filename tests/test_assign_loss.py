@@ -173,3 +173,17 @@ def test_mean_reduction_and_iou_objectness_by_hand():
     assert got["obj"].item() == pytest.approx(0.7 * obj.item(), rel=1e-5)
     cls = F.binary_cross_entropy_with_logits(raw[5:], torch.tensor([0.0, 1.0]))
     assert got["cls"].item() == pytest.approx(0.3 * cls.item(), rel=1e-5)
+
+
+def test_head_balance_weighs_two_head_models_by_stride():
+    """YOLOv5's objectness weights (4.0, 1.0, 0.4) belong to the stride 8, 16 and 32 heads: a model
+    with two heads takes its strides' weights (yolov4-tiny's 16 and 32: 1.0 and 0.4), not equal ones."""
+    assert LossConfig().head_weights([8, 16, 32]) == (4.0, 1.0, 0.4)
+    assert LossConfig().head_weights([16, 32]) == (1.0, 0.4)
+    assert LossConfig(head_balance=(2.0, 1.0)).head_weights([16, 32]) == (2.0, 1.0)  # one per head: as given
+    assert LossConfig().head_weights([32, 64]) == (1.0, 1.0)  # a stride without a default weight: equal weights
+    torch.manual_seed(0)
+    raws = [torch.randn(2, 2, 8, 8, 7), torch.randn(2, 2, 4, 4, 7)]  # the toy's heads: strides 8 and 16
+    got = yolo_loss(raws, torch.zeros(0, 6), *config(ignore_thresh=1.0, reduction="mean"))
+    obj = sum(w * F.binary_cross_entropy_with_logits(r[..., 4], torch.zeros_like(r[..., 4])) for r, w in zip(raws, (4.0, 1.0)))
+    assert got["obj"].item() == pytest.approx(obj.item(), rel=1e-5)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from yolo4.core.config import PreprocessConfig
 from yolo4.core.preprocess import resize_image
-from yolo4.training.mixing import cutmix, mixup, random_cutmix_rect
+from yolo4.training.mixing import box_area, cutmix, mixup, random_cutmix_rect
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # albumentations' version-check chatter
@@ -82,10 +82,15 @@ class Augmenter:
             A.HorizontalFlip(p=config.flip),
             A.VerticalFlip(p=config.flip_vertical),
         ]  # fmt: skip
+        self.fit = "cover" if config.mosaic_fit == "inference" else config.mosaic_fit
         mosaic = A.Mosaic(grid_yx=(2, 2), target_size=(h, w), cell_shape=(h, w),
                           # an image already resized for inference fills its cell as it is
-                          fit_mode="cover" if config.mosaic_fit == "inference" else config.mosaic_fit, fill=fill, p=1.0)
-        self.with_mosaic = A.Compose([mosaic, *common], bbox_params=bbox_params)
+                          fit_mode=self.fit, fill=fill, p=1.0)  # fmt: skip
+        # Mosaic crops each image to its cell and filters only those crops, so a cell cut to a
+        # sliver at a seam would stay a whole object (min_visibility never sees it): every box
+        # carries its id, and visibility is judged here against its full area in its cell.
+        self.mosaic = A.Compose([mosaic], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "box_ids"],
+                                                                   clip=True))  # fmt: skip
         self.plain = A.Compose(common, bbox_params=bbox_params)
 
     def letterboxed(self, index: int) -> Example:
@@ -100,17 +105,31 @@ class Augmenter:
         """Mosaic (with probability) or letterbox, then affine, colour and flip."""
         if rng.random() < self.config.mosaic:
             load = self.letterboxed if self.config.mosaic_fit == "inference" else self.load
-            image, boxes, labels = load(index)
-            others = [load(int(i)) for i in rng.integers(self.size, size=3)]
-            metadata = [{"image": im, "bboxes": b, "labels": lab} for im, b, lab in others]
-            transform, extra = self.with_mosaic, {"mosaic_metadata": metadata}
+            image, boxes, labels = self.mosaicked([load(index)] + [load(int(i)) for i in rng.integers(self.size, size=3)], rng)
         else:
             image, boxes, labels = self.letterboxed(index)
-            transform, extra = self.plain, {}
-        transform.set_random_seed(int(rng.integers(2**31)))
-        out = transform(image=image, bboxes=boxes, labels=labels, **extra)
+        self.plain.set_random_seed(int(rng.integers(2**31)))
+        out = self.plain(image=image, bboxes=boxes, labels=labels)
         boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
         return out["image"], boxes, np.asarray(out["labels"], np.int64).reshape(-1)
+
+    def mosaicked(self, items: list[Example], rng: np.random.Generator) -> Example:
+        """Four examples in a 2x2 Mosaic; boxes left with less than ``min_visibility`` of their
+        area (as their image fills its cell) are dropped."""
+        cell_h, cell_w = self.input_size
+        full_areas, tagged, first = [], [], 0
+        for image, boxes, labels in items:
+            ih, iw = image.shape[:2]
+            scale = (max if self.fit == "cover" else min)(cell_h / ih, cell_w / iw)  # albumentations' Smallest/LongestMaxSize
+            full_areas.append(box_area(boxes) * scale**2)
+            tagged.append({"image": image, "bboxes": boxes, "labels": labels, "box_ids": np.arange(first, first + len(boxes))})
+            first += len(boxes)
+        self.mosaic.set_random_seed(int(rng.integers(2**31)))
+        out = self.mosaic(**tagged[0], mosaic_metadata=tagged[1:])
+        boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        ids = np.asarray(out["box_ids"], np.int64).reshape(-1)
+        keep = box_area(boxes) >= self.config.min_visibility * np.concatenate(full_areas)[ids]
+        return out["image"], boxes[keep], np.asarray(out["labels"], np.int64).reshape(-1)[keep]
 
     def __call__(self, index: int, rng: np.random.Generator) -> Example:
         image, boxes, labels = self.augmented(index, rng)

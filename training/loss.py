@@ -49,7 +49,7 @@ def yolo_loss(
     grid_sizes = [(r.shape[2], r.shape[3]) for r in raws]
     assigned = assign_targets(targets, anchors, list(config.strides), grid_sizes, loss.iou_thresh, loss.neighbor_cells)
     mean = loss.reduction == "mean"
-    balance = loss.head_balance if len(loss.head_balance) == len(raws) else (1.0,) * len(raws)
+    balance = loss.head_weights([h.stride for h in config.heads])
 
     box_term = obj_term = cls_term = torch.zeros((), device=device)
     positives = 0

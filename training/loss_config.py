@@ -20,6 +20,7 @@ from yolo4.core.config import ModelConfig
 from yolo4.core.presets import SCALED_MODELS
 
 IOU_LOSSES = ("ciou", "diou", "giou")
+BALANCE_STRIDES = (8, 16, 32)  # the heads LossConfig.head_balance's three defaults weigh
 FORMS = ("darknet", "scaled")
 
 # [yolo] keys mapped onto LossConfig (Darknet name -> our field).
@@ -48,7 +49,9 @@ class LossConfig:
     # "sum": Darknet sums each term over predictions; "mean": each head's terms are means
     # (box over positives, objectness over all predictions, weighted by head_balance).
     reduction: str = "sum"
-    head_balance: tuple[float, ...] = (4.0, 1.0, 0.4)  # objectness weight per head, by stride
+    # Objectness weight of each head: one per head, or YOLOv5's (4.0, 1.0, 0.4) for strides 8, 16
+    # and 32, taken by stride (yolov4-tiny's heads at 16 and 32 weigh 1.0 and 0.4).
+    head_balance: tuple[float, ...] = (4.0, 1.0, 0.4)
     # Objectness target of a positive: (1 - s) + s * IoU(prediction, box), so scores rank by
     # localisation quality (Darknet's objectness_smooth, Scaled-YOLOv4's gr).
     objectness_smooth: float = 0.0
@@ -61,6 +64,15 @@ class LossConfig:
             raise ValueError(f"loss.iou_loss must be one of {IOU_LOSSES}, got {self.iou_loss!r}")
         if self.reduction not in ("sum", "mean"):
             raise ValueError(f"loss.reduction must be sum or mean, got {self.reduction!r}")
+
+    def head_weights(self, strides: list[int]) -> tuple[float, ...]:
+        """The objectness weight of each head, given the heads' strides."""
+        if len(self.head_balance) == len(strides):
+            return tuple(self.head_balance)
+        by_stride = dict(zip(BALANCE_STRIDES, self.head_balance))
+        if len(self.head_balance) == len(BALANCE_STRIDES) and all(s in by_stride for s in strides):
+            return tuple(by_stride[s] for s in strides)
+        return (1.0,) * len(strides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
